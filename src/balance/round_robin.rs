@@ -1,0 +1,79 @@
+//! Round robin over the eligible backends, in config order.
+//!
+//! One shared counter, advanced with `fetch_add` for every position looked at. Skipping an ineligible backend also
+//! advances the counter, so the turn of a down backend passes to the next one *once* rather than the next backend
+//! taking two turns: with N eligible backends, k×N picks give each exactly k when sequential, and k ±1 under
+//! concurrency.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Balance;
+
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl Balance for RoundRobin {
+    fn pick(&self, len: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        if len == 0 {
+            return None;
+        }
+        // At most one full turn: after `len` positions every backend has been looked at once.
+        for _ in 0..len {
+            let index = self.next.fetch_add(1, Ordering::Relaxed) % len;
+            if eligible(index) {
+                return Some(index);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(rr: &RoundRobin, len: usize, picks: usize, eligible: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        let mut counts = vec![0; len];
+        for _ in 0..picks {
+            counts[rr.pick(len, eligible).expect("an eligible backend")] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn rotates_in_config_order() {
+        let rr = RoundRobin::default();
+        let order: Vec<_> = (0..7).map(|_| rr.pick(3, &|_| true).unwrap()).collect();
+        assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn a_down_backend_does_not_give_its_neighbour_a_double_turn() {
+        let rr = RoundRobin::default();
+        assert_eq!(counts(&rr, 3, 300, &|i| i != 1), [150, 0, 150]);
+        let rr = RoundRobin::default();
+        assert_eq!(counts(&rr, 4, 300, &|i| i != 0), [0, 100, 100, 100]);
+    }
+
+    #[test]
+    fn none_when_nothing_is_eligible() {
+        let rr = RoundRobin::default();
+        assert_eq!(rr.pick(3, &|_| false), None);
+        assert_eq!(rr.pick(0, &|_| true), None);
+    }
+
+    #[test]
+    fn fair_under_concurrency() {
+        let rr = std::sync::Arc::new(RoundRobin::default());
+        let per_thread: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| counts(&rr, 3, 3000, &|_| true)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let total: Vec<usize> = (0..3).map(|i| per_thread.iter().map(|c| c[i]).sum()).collect();
+        assert_eq!(total, [4000, 4000, 4000]);
+    }
+}

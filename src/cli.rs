@@ -1,0 +1,306 @@
+//! The command line: flags, their defaults and help, and the `demo` subcommand.
+//!
+//! Every flag is optional and global, so `lb demo --port 9000` works like `lb --port 9000`. A flag given here wins over
+//! the config file, which is why the flags that the file can also set are `Option`s: `None` means "not given" and lets
+//! the file's value, else the default, apply (see [`crate::config::load`]). Values are parsed and range-checked by
+//! clap, so a bad value fails before anything else runs, with exit status 2 and one line naming the flag and the value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+
+use crate::config::duration::parse_duration;
+use crate::config::Overrides;
+
+/// An HTTP load balancer: round robin over health-checked backends, on every core.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address to listen on: an IP address or a name such as `localhost` [default: 127.0.0.1]
+    #[arg(long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// Port to listen on; 0 picks any free port (the startup line names it) [default: 8000]
+    #[arg(long, global = true, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Health check interval: 10, 0.5, 500ms, 2s, 1m (a bare number is seconds) [default: 5]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = positive_duration, allow_negative_numbers = true)]
+    pub interval: Option<Duration>,
+
+    /// Backends: the spec's JSON array, or the full form (.json or .toml)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "servers/servers.json"
+    )]
+    pub config: PathBuf,
+
+    /// Event loops (threads) serving clients [default: the cores this process may use]
+    #[arg(long, global = true, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    pub workers: Option<usize>,
+
+    /// On shutdown, how long in-flight requests may take before lb exits anyway [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    pub drain_timeout: Option<Duration>,
+
+    /// Log one line per request
+    #[arg(long, global = true)]
+    pub access_log: bool,
+
+    /// Log level: error, warn, info, debug or trace
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = LogLevel::from_str
+    )]
+    pub log_level: LogLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Run three built-in backends on 127.0.0.1:8001-8003 and the balancer in front of them
+    Demo,
+}
+
+/// How much `lb` logs; [`LogLevel::as_str`] is the matching `tracing` filter directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err("expected error, warn, info, debug or trace".to_string()),
+        }
+    }
+}
+
+impl Cli {
+    /// The flags that override the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host.clone(),
+            port: self.port,
+            interval: self.interval,
+            workers: self.workers,
+            drain: self.drain_timeout,
+            access_log: self.access_log,
+        }
+    }
+}
+
+/// Parses the process arguments. `--help` and `--version` print and exit 0; a usage error prints one line to stderr
+/// (clap's first line, e.g. `error: invalid value 'abc' for '--port <PORT>': invalid digit found in string`) and
+/// exits 2.
+pub fn parse() -> Cli {
+    match try_parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(Exit::Clap(e)) => e.exit(),
+        Err(Exit::Usage(line)) => {
+            eprintln!("{line}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Why parsing did not produce a [`Cli`].
+#[derive(Debug)]
+enum Exit {
+    /// Help or version: let clap print it and exit 0.
+    Clap(clap::Error),
+    /// A usage error, as the one line to print.
+    Usage(String),
+}
+
+fn try_parse_from<I, T>(args: I) -> Result<Cli, Exit>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args).map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Clap(e),
+        _ => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("error: invalid arguments");
+            Exit::Usage(line.trim_end().to_string())
+        }
+    })
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) if s.trim_start().starts_with('-') => Err("must be at least 1".to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        try_parse_from(std::iter::once("lb").chain(args.iter().copied())).map_err(|e| match e {
+            Exit::Clap(e) => format!("clap: {:?}", e.kind()),
+            Exit::Usage(line) => line,
+        })
+    }
+
+    #[test]
+    fn defaults_leave_overrides_empty() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.config, PathBuf::from("servers/servers.json"));
+        assert_eq!(cli.log_level, LogLevel::Info);
+        let o = cli.overrides();
+        assert_eq!((o.host, o.port, o.interval), (None, None, None));
+        assert_eq!((o.workers, o.drain, o.access_log), (None, None, false));
+    }
+
+    #[test]
+    fn flags_become_overrides() {
+        let cli = parse(&[
+            "--host",
+            "localhost",
+            "--port",
+            "0",
+            "--interval",
+            "500ms",
+            "--config",
+            "lb.toml",
+            "--workers",
+            "3",
+            "--drain-timeout",
+            "0",
+            "--access-log",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.config, PathBuf::from("lb.toml"));
+        assert_eq!(cli.log_level.as_str(), "debug");
+        let o = cli.overrides();
+        assert_eq!(o.host.as_deref(), Some("localhost"));
+        assert_eq!(o.port, Some(0));
+        assert_eq!(o.interval, Some(Duration::from_millis(500)));
+        assert_eq!(o.workers, Some(3));
+        assert_eq!(o.drain, Some(Duration::ZERO));
+        assert!(o.access_log);
+    }
+
+    #[test]
+    fn demo_takes_the_same_flags() {
+        let cli = parse(&["demo", "--port", "9000", "--interval=10"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Demo));
+        assert_eq!(cli.port, Some(9000));
+        assert_eq!(cli.interval, Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn bad_values_give_one_line_naming_flag_and_value() {
+        let cases = [
+            (
+                &["--port", "abc"][..],
+                "error: invalid value 'abc' for '--port <PORT>': invalid digit found in string",
+            ),
+            (
+                &["--port", "70000"],
+                "error: invalid value '70000' for '--port <PORT>': 70000 is not in 0..=65535",
+            ),
+            (
+                &["--interval", "0"],
+                "error: invalid value '0' for '--interval <DURATION>': must be greater than 0",
+            ),
+            (
+                &["--interval", "-1"],
+                "error: invalid value '-1' for '--interval <DURATION>': must not be negative",
+            ),
+            (
+                &["--interval", "5x"],
+                "error: invalid value '5x' for '--interval <DURATION>': unknown unit \"x\" in \"5x\" (use ms, s, m or h)",
+            ),
+            (
+                &["--workers", "0"],
+                "error: invalid value '0' for '--workers <N>': must be at least 1",
+            ),
+            (
+                &["--drain-timeout", "soon"],
+                "error: invalid value 'soon' for '--drain-timeout <DURATION>': invalid duration \"soon\" (use e.g. 10, 0.5, 500ms, 2s, 1m)",
+            ),
+            (
+                &["--log-level", "loud"],
+                "error: invalid value 'loud' for '--log-level <LEVEL>': expected error, warn, info, debug or trace",
+            ),
+            (&["--bogus"], "error: unexpected argument '--bogus' found"),
+            (
+                &["--port"],
+                "error: a value is required for '--port <PORT>' but none was supplied",
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(parse(args).unwrap_err(), want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_left_to_clap() {
+        assert_eq!(parse(&["--help"]).unwrap_err(), "clap: DisplayHelp");
+        assert_eq!(parse(&["--version"]).unwrap_err(), "clap: DisplayVersion");
+        assert_eq!(parse(&["demo", "--help"]).unwrap_err(), "clap: DisplayHelp");
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

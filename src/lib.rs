@@ -1,0 +1,29 @@
+//! `lb`: an HTTP load balancer.
+//!
+//! # Layout
+//! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend.
+//!
+//! - [`cli`]: the command line (the spec's flags, the `demo` subcommand).
+//! - [`config`]: the file formats and the one validation step that builds a [`config::Config`].
+//! - [`server`]: worker threads (one current-thread runtime per core), listeners, graceful drain. The public
+//!   [`Server`] handle starts everything and reports the bound address.
+//! - `connection`: one client connection: hyper's HTTP/1 server plus the header (408) and idle timeouts.
+//! - `proxy`: one request's journey: pick a backend, forward, retry, answer 502/503/504.
+//! - `balance`: how a backend is chosen (round robin), given a filter for health and retries.
+//! - `upstream`: backend identity and live state, the routing snapshot, the per-thread connection pool.
+//! - `health`: one checker task per backend and the pure rise/fall state machine.
+//! - [`demo`]: the built-in demo backends of `lb demo`.
+//! - `signal`: SIGINT/SIGTERM as one shutdown future.
+
+mod balance;
+pub mod cli;
+pub mod config;
+mod connection;
+pub mod demo;
+mod health;
+mod proxy;
+mod server;
+pub mod signal;
+mod upstream;
+
+pub use server::{Server, StartError};

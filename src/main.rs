@@ -1,0 +1,95 @@
+//! The `lb` binary: parses the command line, loads the config, runs the balancer until a signal, and maps every
+//! failure to one line on stderr and an exit code (2: bad flags, 1: bad config or cannot start, 130: second Ctrl+C).
+
+use std::process::ExitCode;
+
+use lb::cli::{self, Cli, Command};
+use lb::config::{self, BackendConfig, Config};
+use lb::Server;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    init_logging(&cli);
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli, config))
+}
+
+async fn run(cli: Cli, config: Config) -> ExitCode {
+    if matches!(cli.command, Some(Command::Demo)) {
+        for backend in &config.backends {
+            if let Err(error) = lb::demo::start_backend(backend.id, backend.addr).await {
+                eprintln!("error: cannot start demo backend on {}: {error}", backend.addr);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if matches!(cli.command, Some(Command::Demo)) {
+        let addr = server.local_addr();
+        eprintln!("\ndemo running: three backends behind lb. Try:\n    curl http://{addr}/\n    (again: it rotates over backends 1, 2, 3)\nCtrl+C to stop.\n");
+    }
+    let signal = lb::signal::shutdown().await;
+    tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
+    tokio::select! {
+        _ = server.shutdown() => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        signal = lb::signal::shutdown() => {
+            tracing::warn!("{signal} received again: exiting now");
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let overrides = cli.overrides();
+    match cli.command {
+        Some(Command::Demo) => {
+            let backends = (1..=3)
+                .map(|id| {
+                    let port = 8000 + id as u16;
+                    BackendConfig {
+                        id,
+                        host: "127.0.0.1".to_owned(),
+                        port,
+                        addr: ([127, 0, 0, 1], port).into(),
+                    }
+                })
+                .collect();
+            let _: Vec<BackendConfig> = backends;
+            anyhow::bail!("demo: TODO")
+        }
+        None => Ok(config::load(&cli.config, &overrides)?),
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::new(format!("lb={0},main={0}", cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

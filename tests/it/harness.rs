@@ -1,0 +1,447 @@
+//! The test harness: backends ([`TestBackend`], [`RawBackend`]), the real `lb` binary in front of them ([`TestLb`]),
+//! a raw HTTP/1 client for what `reqwest` will not send ([`RawConn`]), and waiting on conditions ([`wait_until`]).
+//!
+//! Everything listens on 127.0.0.1 with an ephemeral port, and every wait has a deadline.
+
+mod backend;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+pub use backend::{pattern_chunks, pattern_sha256, RawBackend, Seen, TestBackend, HEALTH_PATH};
+
+/// Long enough for anything that should happen on loopback; only reached when something is wrong.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An HTTP client for tests: no proxy from the environment, and no request may hang.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .expect("build a reqwest client")
+}
+
+/// The backend id in a `hello from backend <id>` body.
+pub fn backend_of(body: &str) -> Option<u64> {
+    body.strip_prefix("hello from backend ")?.parse().ok()
+}
+
+/// A config for `lb` plus extra flags. Defaults suit tests: checks every 100 ms on [`HEALTH_PATH`], rise 2, fall 3,
+/// 2 workers, timeouts of a few seconds.
+pub struct LbBuilder {
+    backends: Vec<Value>,
+    health: Map<String, Value>,
+    timeouts: Map<String, Value>,
+    args: Vec<String>,
+}
+
+impl LbBuilder {
+    pub fn backend(self, backend: &TestBackend) -> Self {
+        self.backend_at(backend.id, backend.addr())
+    }
+
+    pub fn backends(self, backends: &[&TestBackend]) -> Self {
+        backends.iter().fold(self, |lb, backend| lb.backend(backend))
+    }
+
+    pub fn backend_at(mut self, id: u64, addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        self.backends.push(json!({"id": id, "host": ip, "port": addr.port()}));
+        self
+    }
+
+    /// Sets a `health_check` key, e.g. `health("interval", "50ms")`.
+    pub fn health(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.health.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Sets a `timeouts` key, e.g. `timeout("backend_response", "300ms")`.
+    pub fn timeout(mut self, key: &str, value: &str) -> Self {
+        self.timeouts.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> TestLb {
+        let config = json!({
+            "backends": self.backends,
+            "health_check": self.health,
+            "timeouts": self.timeouts,
+            "workers": 2,
+            "access_log": false,
+        });
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("lb.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("write the config");
+        TestLb::spawn(dir, &path, &self.args).await
+    }
+}
+
+/// The real `lb` binary, listening on 127.0.0.1 with an ephemeral port; killed when dropped.
+pub struct TestLb {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestLb {
+    pub fn builder() -> LbBuilder {
+        let health = json!({"path": HEALTH_PATH, "interval": "100ms", "timeout": "100ms", "rise": 2, "fall": 3});
+        let timeouts = json!({
+            "connect": "1s", "client_header": "5s", "backend_response": "5s", "idle": "60s", "drain": "5s"
+        });
+        LbBuilder {
+            backends: Vec::new(),
+            health: health.as_object().unwrap().clone(),
+            timeouts: timeouts.as_object().unwrap().clone(),
+            args: Vec::new(),
+        }
+    }
+
+    async fn spawn(dir: tempfile::TempDir, config: &Path, args: &[String]) -> TestLb {
+        let mut child = lb_command(config)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lb");
+        let pid = child.id().expect("lb pid");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(strip_ansi(&line));
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let addr = loop {
+            let listening = logs.lock().unwrap().iter().find_map(|line| listening_addr(line));
+            if let Some(addr) = listening {
+                break addr;
+            }
+            let exited = child.try_wait().expect("poll lb");
+            let logs = logs.lock().unwrap().join("\n");
+            assert!(exited.is_none(), "lb exited with {exited:?} before listening:\n{logs}");
+            assert!(Instant::now() < deadline, "lb did not say it was listening:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        TestLb {
+            child,
+            pid,
+            addr,
+            logs,
+            client: client(),
+            _dir: dir,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// GETs `path` on a kept-alive connection; answers the status and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(self.url(path)).send().await;
+        let response = response.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_else(|e| panic!("GET {path} body: {e:?}"));
+        (status, body)
+    }
+
+    /// Sends `count` GETs of `/` one after the other; each must be a 200 from a backend. Answers the count per id.
+    pub async fn spread(&self, count: usize) -> BTreeMap<u64, usize> {
+        let mut tally = BTreeMap::new();
+        for _ in 0..count {
+            let (status, body) = self.get("/").await;
+            assert_eq!(status, 200, "{body}");
+            let id = backend_of(&body).unwrap_or_else(|| panic!("not a backend's answer: {body}"));
+            *tally.entry(id).or_default() += 1;
+        }
+        tally
+    }
+
+    /// Waits until every one of `ids` has answered, so that all of them are in the rotation.
+    pub async fn wait_serving(&self, ids: &[u64]) {
+        let mut answered = Vec::new();
+        wait_until(&format!("backends {ids:?} all answer"), PATIENCE, async || {
+            answered.extend(self.spread(1).await.into_keys());
+            ids.iter().all(|id| answered.contains(id))
+        })
+        .await;
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn count_logs(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// Waits for a log line containing `needle` and answers it.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs().into_iter().find(|line| line.contains(needle)) {
+                return line;
+            }
+            let logs = self.logs().join("\n");
+            assert!(Instant::now() < deadline, "no log line with {needle:?} after {timeout:?}:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`) with the `kill` command.
+    pub async fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid);
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for lb"),
+            Err(_) => panic!("lb still running after {timeout:?}:\n{}", self.logs().join("\n")),
+        }
+    }
+
+    /// The peak resident memory of the process (VmHWM), in KiB.
+    pub fn peak_memory_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).expect("read /proc status");
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM");
+        let kib = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim();
+        kib.parse().expect("VmHWM in kB")
+    }
+}
+
+impl Drop for TestLb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- lb logs ---\n{}\n---", self.logs().join("\n"));
+        }
+    }
+}
+
+fn lb_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+    command
+        .args(["--host", "127.0.0.1", "--port", "0", "--config"])
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How a run of `lb` that was expected to stop by itself ended.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The last non-empty line of stderr.
+    pub fn last_error_line(&self) -> &str {
+        self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+    }
+}
+
+/// Runs `lb` with `--host 127.0.0.1 --port 0 --config <config>` and `args`; it must exit within [`PATIENCE`].
+pub async fn run_lb(config: &Path, args: &[&str]) -> Finished {
+    let child = lb_command(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lb");
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("lb {args:?} with {config:?} did not exit"))
+        .expect("lb output");
+    Finished {
+        code: output.status.code(),
+        stdout: strip_ansi(&String::from_utf8_lossy(&output.stdout)),
+        stderr: strip_ansi(&String::from_utf8_lossy(&output.stderr)),
+    }
+}
+
+/// Writes `contents` to `name` in a fresh temp dir; keep the dir alive while the file is used.
+pub fn config_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).expect("write the config");
+    (dir, path)
+}
+
+/// One response read off a [`RawConn`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status_line: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+        found.map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client socket that sends bytes exactly as given and parses HTTP/1 responses by hand.
+pub struct RawConn {
+    stream: BufReader<TcpStream>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect(addr).await.expect("connect to lb");
+        RawConn {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.try_send(bytes).await.expect("send to lb");
+    }
+
+    /// Sends, for when `lb` may rightly close the connection before reading everything.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.get_mut().write_all(bytes).await
+    }
+
+    /// Reads one response: the head, then a body framed by Content-Length, chunked encoding, or the end of the
+    /// connection.
+    pub async fn response(&mut self) -> RawResponse {
+        tokio::time::timeout(PATIENCE, self.read_response())
+            .await
+            .expect("a response within the patience")
+    }
+
+    async fn read_response(&mut self) -> RawResponse {
+        let status_line = self.line().await;
+        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok());
+        let status = status.unwrap_or_else(|| panic!("not a status line: {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await;
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header line");
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let mut response = RawResponse {
+            status_line,
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if let Some(length) = response.header("content-length") {
+            let mut body = vec![0; length.parse().expect("a numeric content-length")];
+            self.stream.read_exact(&mut body).await.expect("the whole body");
+            response.body = body;
+        } else if response.header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            loop {
+                let size = usize::from_str_radix(self.line().await.split(';').next().unwrap(), 16);
+                let size = size.expect("a chunk size");
+                let mut chunk = vec![0; size + 2];
+                self.stream.read_exact(&mut chunk).await.expect("a whole chunk");
+                response.body.extend_from_slice(&chunk[..size]);
+                if size == 0 {
+                    break;
+                }
+            }
+        } else {
+            self.stream.read_to_end(&mut response.body).await.expect("the body up to close");
+        }
+        response
+    }
+
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let read = self.stream.read_line(&mut line).await.expect("read a line");
+        assert!(read > 0, "the connection closed before a full response");
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    }
+
+    /// Reads whatever arrives until the peer closes (or resets) the connection; panics after `timeout`.
+    pub async fn read_until_closed(&mut self, timeout: Duration) -> Vec<u8> {
+        let mut received = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = self.stream.read(&mut buf).await {
+                received.extend_from_slice(&buf[..n]);
+            }
+        };
+        let closed = tokio::time::timeout(timeout, read).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(closed.is_ok(), "still open after {timeout:?}, received {text:?}");
+        received
+    }
+}
