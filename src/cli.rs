@@ -18,7 +18,7 @@ use crate::config::Overrides;
 
 /// An HTTP load balancer: round robin over health-checked backends, on every core.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, disable_help_subcommand = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -28,11 +28,22 @@ pub struct Cli {
     pub host: Option<String>,
 
     /// Port to listen on; 0 picks any free port (the startup line names it) [default: 8000]
-    #[arg(long, global = true, value_name = "PORT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PORT",
+        allow_negative_numbers = true
+    )]
     pub port: Option<u16>,
 
     /// Health check interval: 10, 0.5, 500ms, 2s, 1m (a bare number is seconds) [default: 5]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = positive_duration, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        value_parser = positive_duration,
+        allow_negative_numbers = true
+    )]
     pub interval: Option<Duration>,
 
     /// Backends: the spec's JSON array, or the full form (.json or .toml)
@@ -45,11 +56,23 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Event loops (threads) serving clients [default: the cores this process may use]
-    #[arg(long, global = true, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        value_parser = at_least_one,
+        allow_negative_numbers = true
+    )]
     pub workers: Option<usize>,
 
     /// On shutdown, how long in-flight requests may take before lb exits anyway [default: 10s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        allow_negative_numbers = true
+    )]
     pub drain_timeout: Option<Duration>,
 
     /// Log one line per request
@@ -162,7 +185,10 @@ where
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Clap(e),
         _ => {
             let rendered = e.to_string();
-            let line = rendered.lines().next().unwrap_or("error: invalid arguments");
+            let line = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
             Exit::Usage(line.trim_end().to_string())
         }
     })
@@ -280,7 +306,12 @@ mod tests {
                 &["--log-level", "loud"],
                 "error: invalid value 'loud' for '--log-level <LEVEL>': expected error, warn, info, debug or trace",
             ),
+            (
+                &["--port", "-1"],
+                "error: invalid value '-1' for '--port <PORT>': -1 is not in 0..=65535",
+            ),
             (&["--bogus"], "error: unexpected argument '--bogus' found"),
+            (&["help"], "error: unrecognized subcommand 'help'"),
             (
                 &["--port"],
                 "error: a value is required for '--port <PORT>' but none was supplied",

@@ -24,10 +24,12 @@ pub async fn start_backend(id: u64, addr: SocketAddr) -> std::io::Result<()> {
             };
             tokio::spawn(async move {
                 let service = service_fn(move |_request| async move {
-                    let mut response = Response::new(Full::new(Bytes::from(format!("hello from backend {id}\n"))));
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+                    let mut response =
+                        Response::new(Full::new(Bytes::from(format!("hello from backend {id}\n"))));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain"),
+                    );
                     Ok::<_, Infallible>(response)
                 });
                 let _ = http1::Builder::new()

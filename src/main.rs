@@ -17,7 +17,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");
@@ -31,7 +34,10 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
     if matches!(cli.command, Some(Command::Demo)) {
         for backend in &config.backends {
             if let Err(error) = lb::demo::start_backend(backend.id, backend.addr).await {
-                eprintln!("error: cannot start demo backend on {}: {error}", backend.addr);
+                eprintln!(
+                    "error: cannot start demo backend on {}: {error}",
+                    backend.addr
+                );
                 return ExitCode::FAILURE;
             }
         }
@@ -76,8 +82,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                     }
                 })
                 .collect();
-            let _: Vec<BackendConfig> = backends;
-            anyhow::bail!("demo: TODO")
+            Ok(config::from_backends(backends, &overrides)?)
         }
         None => Ok(config::load(&cli.config, &overrides)?),
     }

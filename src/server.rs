@@ -53,7 +53,12 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let listen = resolve(&config.host, config.port).await?;
         let listeners = bind(listen, config.workers)?;
-        let local_addr = listeners[0].local_addr().map_err(|error| StartError::Bind { addr: listen, error })?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|error| StartError::Bind {
+                addr: listen,
+                error,
+            })?;
 
         let routing = Arc::new(Routing::new(Snapshot::build(&config)));
         let snapshot = routing.load_full();
@@ -62,7 +67,11 @@ impl Server {
         let shutdown = CancellationToken::new();
         let mut health = JoinSet::new();
         for backend in &snapshot.backends {
-            health.spawn(health::watch(backend.clone(), config.health.clone(), shutdown.clone()));
+            health.spawn(health::watch(
+                backend.clone(),
+                config.health.clone(),
+                shutdown.clone(),
+            ));
         }
 
         let mut workers = Vec::with_capacity(listeners.len());
@@ -80,7 +89,14 @@ impl Server {
         let backends: Vec<String> = snapshot
             .backends
             .iter()
-            .map(|b| format!("{} {} {}", b.id, b.authority, if b.is_healthy() { "up" } else { "down" }))
+            .map(|b| {
+                format!(
+                    "{} {} {}",
+                    b.id,
+                    b.authority,
+                    if b.is_healthy() { "up" } else { "down" }
+                )
+            })
             .collect();
         tracing::info!(
             "listening on {local_addr} with {} workers, backends: {}",
@@ -127,7 +143,9 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, StartError> {
     let mut addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|error| resolve_error(error.to_string()))?;
-    addrs.next().ok_or_else(|| resolve_error("no address".to_owned()))
+    addrs
+        .next()
+        .ok_or_else(|| resolve_error("no address".to_owned()))
 }
 
 /// One listening socket per worker, all on the same address with `SO_REUSEPORT`.
@@ -142,7 +160,12 @@ fn bind(addr: SocketAddr, workers: usize) -> Result<Vec<std::net::TcpListener>, 
     let actual = first.local_addr().map_err(bind_error)?;
     let mut listeners = vec![first];
     for _ in 1..workers.max(1) {
-        listeners.push(reuseport_listener(actual).map_err(|error| StartError::Bind { addr: actual, error })?);
+        listeners.push(
+            reuseport_listener(actual).map_err(|error| StartError::Bind {
+                addr: actual,
+                error,
+            })?,
+        );
     }
     Ok(listeners)
 }
@@ -175,7 +198,10 @@ fn worker(
     shutdown: CancellationToken,
     done: oneshot::Sender<()>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start a worker runtime");

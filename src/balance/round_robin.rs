@@ -34,7 +34,12 @@ impl Balance for RoundRobin {
 mod tests {
     use super::*;
 
-    fn counts(rr: &RoundRobin, len: usize, picks: usize, eligible: &dyn Fn(usize) -> bool) -> Vec<usize> {
+    fn counts(
+        rr: &RoundRobin,
+        len: usize,
+        picks: usize,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Vec<usize> {
         let mut counts = vec![0; len];
         for _ in 0..picks {
             counts[rr.pick(len, eligible).expect("an eligible backend")] += 1;
@@ -73,7 +78,9 @@ mod tests {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let total: Vec<usize> = (0..3).map(|i| per_thread.iter().map(|c| c[i]).sum()).collect();
+        let total: Vec<usize> = (0..3)
+            .map(|i| per_thread.iter().map(|c| c[i]).sum())
+            .collect();
         assert_eq!(total, [4000, 4000, 4000]);
     }
 }

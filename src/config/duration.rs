@@ -19,9 +19,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration (use e.g. 10, 0.5, 500ms, 2s, 1m)".to_string());
     }
-    let split = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
     let (number, unit) = (s[..split].trim_end(), &s[split..]);
     let seconds_per_unit = match unit {
         "" | "s" => 1.0,
@@ -33,7 +31,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 "invalid duration \"{s}\" (use e.g. 10, 0.5, 500ms, 2s, 1m)"
             ))
         }
-        _ => return Err(format!("unknown unit \"{unit}\" in \"{s}\" (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit \"{unit}\" in \"{s}\" (use ms, s, m or h)"
+            ))
+        }
     };
     let value: f64 = number
         .parse()
@@ -104,7 +106,9 @@ impl Visitor<'_> for DurationVisitor {
     type Value = Duration;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a duration: seconds (5, 0.5) or a string with a unit (\"500ms\", \"2s\", \"1m\")")
+        f.write_str(
+            "a duration: seconds (5, 0.5) or a string with a unit (\"500ms\", \"2s\", \"1m\")",
+        )
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
@@ -164,8 +168,14 @@ mod tests {
         assert!(err("inf").starts_with("invalid duration \"inf\""));
         assert!(err("abc").starts_with("invalid duration \"abc\""));
         assert!(err("1.2.3s").starts_with("invalid duration \"1.2.3s\""));
-        assert_eq!(err("5x"), "unknown unit \"x\" in \"5x\" (use ms, s, m or h)");
-        assert_eq!(err("5 days"), "unknown unit \"days\" in \"5 days\" (use ms, s, m or h)");
+        assert_eq!(
+            err("5x"),
+            "unknown unit \"x\" in \"5x\" (use ms, s, m or h)"
+        );
+        assert_eq!(
+            err("5 days"),
+            "unknown unit \"days\" in \"5 days\" (use ms, s, m or h)"
+        );
         assert!(err("1e3").starts_with("unknown unit \"e3\""));
         assert!(err("99999999999999999999999").contains("too large"));
         assert!(err("18446744073709551615h").contains("too large"));
@@ -202,6 +212,9 @@ mod tests {
         let e = json(r#"{"any": 1, "positive": "0s"}"#).unwrap_err();
         assert!(e.starts_with("must be greater than 0 at line 1"), "{e}");
         let e = json(r#"{"any": true, "positive": 1}"#).unwrap_err();
-        assert!(e.starts_with("invalid type: boolean `true`, expected a duration"), "{e}");
+        assert!(
+            e.starts_with("invalid type: boolean `true`, expected a duration"),
+            "{e}"
+        );
     }
 }

@@ -1,29 +1,31 @@
-//! The config file exactly as written: serde types with `deny_unknown_fields`, and the parser that turns a parse or
-//! validation failure into one line naming the file, the line:column, the key path and the problem.
+//! What a config file may contain: serde types that mirror it exactly (`deny_unknown_fields` everywhere), each value
+//! checked as it is read.
 //!
-//! Two forms. The spec's short form is a JSON array of backends; the full form is an object (JSON) or a table (TOML)
-//! with `backends` plus optional listener, health check and timeout settings. JSON picks the form by its first
-//! non-whitespace character instead of an untagged enum, because an untagged enum replaces every precise error with
-//! "data did not match any variant".
+//! Two forms. The spec's short form is a JSON array of backends ([`ArrayForm`]); the full form is an object (JSON) or
+//! a table (TOML): [`FileConfig`], with `backends` plus optional listener, health check and timeout settings.
 //!
 //! Values are validated *while* they are deserialized (ports, counts, statuses, paths, durations, duplicate ids and
-//! addresses, host resolution): an error raised there is stamped by the parser with the position of the value and by
-//! `serde_path_to_error` with its key path, which a check after parsing could no longer recover. Cross-field defaults
-//! (e.g. the health timeout derived from the interval) are left to `super::load`.
+//! addresses, host resolution) rather than in a pass afterwards: an error raised inside deserialization is stamped by
+//! the parser with the value's line and column and by `serde_path_to_error` with its key path (`backends[2].id`),
+//! which a later pass could no longer recover. So the backend list is read by hand-written visitors that see the
+//! entries before the current one. What needs several sources (defaults, CLI overrides) is left to `super::load`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
-use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 pub use super::duration::{FileDuration, PositiveDuration};
+use super::BackendConfig;
 
 /// The full form. Only `backends` is required.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a list of backends, or a config object with `backends`"
+)]
 pub struct FileConfig {
     pub host: Option<ListenHost>,
     pub port: Option<ListenPort>,
@@ -37,7 +39,7 @@ pub struct FileConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table of health check settings")]
 pub struct FileHealth {
     pub path: Option<HealthPath>,
     pub interval: Option<PositiveDuration>,
@@ -48,7 +50,7 @@ pub struct FileHealth {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table of timeouts")]
 pub struct FileTimeouts {
     pub connect: Option<PositiveDuration>,
     pub client_header: Option<PositiveDuration>,
@@ -57,111 +59,26 @@ pub struct FileTimeouts {
     pub drain: Option<FileDuration>,
 }
 
-/// One backend, validated: its id and address are unique in the file and its host resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileBackend {
-    pub id: u64,
-    pub host: String,
-    pub port: u16,
-    pub addr: SocketAddr,
-}
-
-/// The file's syntax, chosen by extension: `.toml` is TOML, anything else JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Toml,
-}
-
-impl Format {
-    pub fn of(path: &Path) -> Format {
-        match path.extension() {
-            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
-            _ => Format::Json,
-        }
-    }
-}
-
-/// Parses `text` (the contents of the file called `name`) in either form. The error is the whole user-facing line.
-pub fn parse(name: &str, text: &str, format: Format) -> Result<FileConfig, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim().is_empty() {
-        return Err(format!("{name}: file is empty (expected a list of backends)"));
-    }
-    match format {
-        Format::Toml => {
-            let de = toml::Deserializer::new(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let at = e.inner().span().map(|span| line_col(text, span.start));
-                located(name, at, &e.path().to_string(), e.inner().message())
-            })
-        }
-        Format::Json => {
-            let de = &mut serde_json::Deserializer::from_str(text);
-            let config = if text.trim_start().starts_with('[') {
-                serde_path_to_error::deserialize(&mut *de).map(|ArrayForm(backends)| FileConfig {
-                    host: None,
-                    port: None,
-                    workers: None,
-                    access_log: None,
-                    backends: Backends(backends),
-                    health_check: FileHealth::default(),
-                    timeouts: FileTimeouts::default(),
-                })
-            } else {
-                serde_path_to_error::deserialize(&mut *de)
-            };
-            let config = config.map_err(|e| json_error(name, &e.path().to_string(), e.inner()))?;
-            de.end().map_err(|e| json_error(name, "", &e))?;
-            Ok(config)
-        }
-    }
-}
-
-fn json_error(name: &str, path: &str, e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    if e.line() == 0 {
-        return located(name, None, path, &message);
-    }
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = message.strip_suffix(&suffix).unwrap_or(&message);
-    located(name, Some((e.line(), e.column().max(1))), path, message)
-}
-
-/// `<file>:<line>:<col>: <key path>: <problem>`, leaving out the parts that are unknown; always one line.
-fn located(name: &str, at: Option<(usize, usize)>, path: &str, message: &str) -> String {
-    let mut out = name.to_string();
-    if let Some((line, col)) = at {
-        out.push_str(&format!(":{line}:{col}"));
-    }
-    out.push_str(": ");
-    if !path.is_empty() && path != "." {
-        out.push_str(path);
-        out.push_str(": ");
-    }
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    out.push_str(&lines.join("; "));
-    out
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, col)
-}
-
 /// The backend list of the full form (`backends[i]` in messages).
 #[derive(Debug)]
-pub struct Backends(pub Vec<FileBackend>);
+pub struct Backends(pub Vec<BackendConfig>);
 
 /// The spec's short form: the whole file is the backend list (`[i]` in messages).
-struct ArrayForm(Vec<FileBackend>);
+pub struct ArrayForm(pub Vec<BackendConfig>);
+
+impl From<ArrayForm> for FileConfig {
+    fn from(ArrayForm(backends): ArrayForm) -> FileConfig {
+        FileConfig {
+            host: None,
+            port: None,
+            workers: None,
+            access_log: None,
+            backends: Backends(backends),
+            health_check: FileHealth::default(),
+            timeouts: FileTimeouts::default(),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Backends {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -183,7 +100,7 @@ struct BackendsVisitor {
 }
 
 impl<'de> Visitor<'de> for BackendsVisitor {
-    type Value = Vec<FileBackend>;
+    type Value = Vec<BackendConfig>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of backends")
@@ -207,7 +124,7 @@ impl<'de> Visitor<'de> for BackendsVisitor {
 /// Deserializes one backend, checking it against the ones before it.
 struct BackendSeed<'a> {
     prefix: &'static str,
-    earlier: &'a [FileBackend],
+    earlier: &'a [BackendConfig],
 }
 
 impl BackendSeed<'_> {
@@ -225,21 +142,21 @@ enum BackendField {
 }
 
 impl<'de> DeserializeSeed<'de> for BackendSeed<'_> {
-    type Value = FileBackend;
+    type Value = BackendConfig;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FileBackend, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<BackendConfig, D::Error> {
         deserializer.deserialize_struct("backend", &["id", "host", "port"], self)
     }
 }
 
 impl<'de> Visitor<'de> for BackendSeed<'_> {
-    type Value = FileBackend;
+    type Value = BackendConfig;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a backend with id, host and port")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileBackend, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendConfig, A::Error> {
         let (mut id, mut host, mut port) = (None, None, None);
         while let Some(field) = map.next_key()? {
             match field {
@@ -259,22 +176,24 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
         let (host, ip) = host.ok_or_else(|| de::Error::missing_field("host"))?;
         let port = port.ok_or_else(|| de::Error::missing_field("port"))?;
         let addr = SocketAddr::new(ip, port);
+        let written = |host: &str, port| match host.contains(':') && !host.starts_with('[') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
         for (i, other) in self.earlier.iter().enumerate() {
-            if other.host == host && other.port == port {
-                let msg = format!("duplicate backend {host}:{port} (also {})", self.name(i));
+            let (this, that) = (written(&host, port), written(&other.host, other.port));
+            if this == that {
+                let msg = format!("duplicate backend {this} (also {})", self.name(i));
                 return Err(de::Error::custom(msg));
             }
             if other.addr == addr {
-                let (other_host, other_port) = (&other.host, other.port);
-                let msg = format!(
-                    "duplicate backend {host}:{port}: it resolves to {addr}, \
-                     as does {other_host}:{other_port} ({})",
-                    self.name(i)
-                );
+                let name = self.name(i);
+                let msg =
+                    format!("duplicate backend {this}: same address {addr} as {name} ({that})");
                 return Err(de::Error::custom(msg));
             }
         }
-        Ok(FileBackend {
+        Ok(BackendConfig {
             id,
             host,
             port,
@@ -339,7 +258,7 @@ impl Visitor<'_> for HostSeed {
 
     fn visit_str<E: de::Error>(self, host: &str) -> Result<Self::Value, E> {
         if host.trim().is_empty() {
-            return Err(E::custom("host must not be empty"));
+            return Err(E::custom("must not be empty"));
         }
         // Accept the URL spelling of an IPv6 literal too: `[::1]`.
         let bare = host
@@ -356,33 +275,24 @@ impl Visitor<'_> for HostSeed {
 
 /// An integer in `min..=max`, with a message that names the bounds.
 struct Bounded {
-    /// Prefix of the message ("port", "status"), or empty when the key path says enough.
+    /// What the message calls the value ("port", "status"); empty when the key path says enough ("rise").
     what: &'static str,
     min: u64,
     max: u64,
-    /// Name both bounds in the message (for small, well-known ranges such as ports).
-    show_range: bool,
 }
 
 impl Bounded {
     fn check<E: de::Error>(&self, v: i128) -> Result<u64, E> {
-        if v >= i128::from(self.min) && v <= i128::from(self.max) {
+        let (what, min, max) = (self.what, self.min, self.max);
+        if v >= i128::from(min) && v <= i128::from(max) {
             return Ok(v as u64);
         }
-        let what = if self.what.is_empty() {
-            String::new()
-        } else {
-            format!("{} ", self.what)
-        };
-        let (min, max) = (self.min, self.max);
-        Err(E::custom(if self.show_range {
-            format!("{what}must be between {min} and {max}, got {v}")
-        } else if v < 0 && min == 0 {
-            format!("{what}must not be negative, got {v}")
+        Err(E::custom(if !what.is_empty() {
+            format!("{what} must be between {min} and {max}, got {v}")
         } else if v < i128::from(min) {
-            format!("{what}must be at least {min}, got {v}")
+            format!("must be at least {min}, got {v}")
         } else {
-            format!("{what}must be at most {max}, got {v}")
+            format!("must be at most {max}, got {v}")
         }))
     }
 }
@@ -403,111 +313,76 @@ impl Visitor<'_> for Bounded {
     }
 }
 
-/// A backend port: 1..=65535.
-struct Port(u16);
+/// An integer newtype checked by [`Bounded`] inside deserialization.
+macro_rules! bounded_int {
+    ($(#[$doc:meta])* $name:ident($ty:ty): $what:literal, $min:expr, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name(pub $ty);
 
-impl<'de> Deserialize<'de> for Port {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bounds = Bounded {
-            what: "port",
-            min: 1,
-            max: 65535,
-            show_range: true,
-        };
-        deserializer.deserialize_u64(bounds).map(|p| Port(p as u16))
-    }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let (what, min, max) = ($what, $min, $max);
+                let n = deserializer.deserialize_u64(Bounded { what, min, max })?;
+                Ok($name(n as $ty))
+            }
+        }
+    };
 }
 
-/// The listen port: 0 (any free port) to 65535.
-#[derive(Debug, Clone, Copy)]
-pub struct ListenPort(pub u16);
+bounded_int!(
+    /// A backend port.
+    Port(u16): "port", 1, 65535
+);
+bounded_int!(
+    /// The listen port; 0 asks for any free port.
+    ListenPort(u16): "port", 0, 65535
+);
+bounded_int!(
+    /// A count that must be at least 1 (workers, rise, fall).
+    AtLeastOne(u32): "", 1, u64::from(u32::MAX)
+);
 
-impl<'de> Deserialize<'de> for ListenPort {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bounds = Bounded {
-            what: "port",
-            min: 0,
-            max: 65535,
-            show_range: true,
-        };
-        deserializer
-            .deserialize_u64(bounds)
-            .map(|p| ListenPort(p as u16))
-    }
-}
-
-/// A count that must be at least 1 (workers, rise, fall).
-#[derive(Debug, Clone, Copy)]
-pub struct AtLeastOne(pub u32);
-
-impl<'de> Deserialize<'de> for AtLeastOne {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bounds = Bounded {
-            what: "",
-            min: 1,
-            max: u64::from(u32::MAX),
-            show_range: false,
-        };
-        deserializer
-            .deserialize_u64(bounds)
-            .map(|n| AtLeastOne(n as u32))
-    }
-}
+const STATUS: Bounded = Bounded {
+    what: "status",
+    min: 100,
+    max: 599,
+};
 
 /// The listen host: kept as written (the server resolves and binds it), only checked to be non-empty.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ListenHost(pub String);
 
-impl<'de> Deserialize<'de> for ListenHost {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(StrVisitor {
-            expecting: "a host name or IP address",
-            check: |s| match s.trim().is_empty() {
-                true => Err("host must not be empty".to_string()),
-                false => Ok(()),
-            },
-        })
-        .map(ListenHost)
+impl TryFrom<String> for ListenHost {
+    type Error = &'static str;
+
+    fn try_from(host: String) -> Result<Self, Self::Error> {
+        match host.trim().is_empty() {
+            true => Err("must not be empty"),
+            false => Ok(ListenHost(host)),
+        }
     }
 }
 
 /// The health check path: it goes verbatim into a request line, so it must be an absolute path without spaces.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
 pub struct HealthPath(pub String);
 
-impl<'de> Deserialize<'de> for HealthPath {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(StrVisitor {
-            expecting: "a path such as \"/health\"",
-            check: |s| {
-                if !s.starts_with('/') {
-                    Err(format!("path must start with '/', got {s:?}"))
-                } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    Err(format!("path must not contain spaces or control characters, got {s:?}"))
-                } else {
-                    Ok(())
-                }
-            },
-        })
-        .map(HealthPath)
-    }
-}
+impl TryFrom<String> for HealthPath {
+    type Error = String;
 
-struct StrVisitor {
-    expecting: &'static str,
-    check: fn(&str) -> Result<(), String>,
-}
-
-impl Visitor<'_> for StrVisitor {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.expecting)
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<String, E> {
-        (self.check)(s).map_err(E::custom)?;
-        Ok(s.to_string())
+    fn try_from(path: String) -> Result<Self, String> {
+        if !path.starts_with('/') {
+            Err(format!("must start with '/', got {path:?}"))
+        } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(format!(
+                "must not contain spaces or control characters, got {path:?}"
+            ))
+        } else {
+            Ok(HealthPath(path))
+        }
     }
 }
 
@@ -544,13 +419,6 @@ impl<'de> Visitor<'de> for StatusesVisitor {
 
 struct StatusRange(RangeInclusive<u16>);
 
-const STATUS: Bounded = Bounded {
-    what: "status",
-    min: 100,
-    max: 599,
-    show_range: true,
-};
-
 impl<'de> Deserialize<'de> for StatusRange {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(StatusRangeVisitor)
@@ -567,13 +435,12 @@ impl Visitor<'_> for StatusRangeVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusRange, E> {
-        let status = STATUS.check(i128::from(v))? as u16;
-        Ok(StatusRange(status..=status))
+        self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusRange, E> {
-        STATUS.check::<E>(i128::from(v))?;
-        self.visit_u64(v as u64)
+        let status = STATUS.check(i128::from(v))? as u16;
+        Ok(StatusRange(status..=status))
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<StatusRange, E> {
@@ -582,12 +449,10 @@ impl Visitor<'_> for StatusRangeVisitor {
             let n: i128 = part.trim().parse().map_err(|_| {
                 bad("expected a status such as 404 or a range such as \"200-399\"".to_string())
             })?;
-            STATUS
-                .check::<E>(n)
-                .map(|n| n as u16)
-                .map_err(|_| bad(format!("status must be between 100 and 599, got {n}")))
+            let status = STATUS.check::<serde::de::value::Error>(n);
+            status.map(|n| n as u16).map_err(|e| bad(e.to_string()))
         };
-        let (low, high) = match s.trim().split_once('-') {
+        let (low, high) = match s.split_once('-') {
             Some((low, high)) => (number(low)?, number(high)?),
             None => (number(s)?, number(s)?),
         };
@@ -595,5 +460,100 @@ impl Visitor<'_> for StatusRangeVisitor {
             return Err(bad(format!("{low} is above {high}")));
         }
         Ok(StatusRange(low..=high))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_files::load_text;
+    use crate::config::Overrides;
+
+    const B: &str = r#"[{"id": 1, "host": "127.0.0.1", "port": 8001}]"#;
+
+    /// `(file name, contents, the whole error line)`. In contents, `\n` stands for a newline and `{B}` for a valid
+    /// backend list. An expected line ending in `...` is compared up to there (the rest comes from the OS resolver).
+    #[rustfmt::skip]
+    const CASES: &[(&str, &str, &str)] = &[
+        // The spec's array form.
+        ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n  {"id": 2, "host": "127.0.0.1", "port": 70000}\n]"#, "servers.json:3:46: [1].port: port must be between 1 and 65535, got 70000"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 0}]"#, "servers.json:1:41: [0].port: port must be between 1 and 65535, got 0"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": -80}]"#, "servers.json:1:43: [0].port: port must be between 1 and 65535, got -80"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": "80"}]"#, r#"servers.json:1:44: [0].port: invalid type: string "80", expected an integer from 1 to 65535"#),
+        ("servers.json", r#"[{"host": "127.0.0.1", "port": 80}]"#, "servers.json:1:34: [0]: missing field `id`"),
+        ("servers.json", r#"[{"id": 1, "port": 80}]"#, "servers.json:1:22: [0]: missing field `host`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1"}]"#, "servers.json:1:31: [0]: missing field `port`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "weight": 2}]"#, "servers.json:1:52: [0].weight: unknown field `weight`, expected one of `id`, `host`, `port`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "port": 81}]"#, "servers.json:1:50: [0]: duplicate field `port`"),
+        ("servers.json", r#"[{"id": "1", "host": "127.0.0.1", "port": 80}]"#, r#"servers.json:1:11: [0].id: invalid type: string "1", expected a backend id (a non-negative integer)"#),
+        ("servers.json", r#"[{"id": -1, "host": "127.0.0.1", "port": 80}]"#, "servers.json:1:10: [0].id: id must not be negative, got -1"),
+        ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n  {"id": 1, "host": "127.0.0.1", "port": 8002}\n]"#, "servers.json:3:10: [1].id: duplicate id 1 (also [0])"),
+        ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n  {"id": 2, "host": "127.0.0.1", "port": 8001}\n]"#, "servers.json:3:46: [1]: duplicate backend 127.0.0.1:8001 (also [0])"),
+        ("servers.json", r#"[\n  {"id": 1, "host": "[::1]", "port": 8001},\n  {"id": 2, "host": "0:0:0:0:0:0:0:1", "port": 8001}\n]"#, "servers.json:3:52: [1]: duplicate backend [0:0:0:0:0:0:0:1]:8001: same address [::1]:8001 as [0] ([::1]:8001)"),
+        ("servers.json", r#"[{"id": 1, "host": "", "port": 80}]"#, "servers.json:1:21: [0].host: must not be empty"),
+        ("servers.json", r#"[{"id": 1, "host": "nosuch.invalid", "port": 80}]"#, r#"servers.json:1:35: [0].host: cannot resolve "nosuch.invalid": ..."#),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}, 5]"#, "servers.json:1:46: [1]: invalid type: integer `5`, expected a backend with id, host and port"),
+        ("servers.json", r#"[]"#, "servers.json:1:2: no backends"),
+        ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n]"#, "servers.json:3:1: trailing comma"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}] x"#, "servers.json:1:46: trailing characters"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}"#, "servers.json:1:43: EOF while parsing a list"),
+        ("servers.json", r#""backends""#, r#"servers.json:1:10: invalid type: string "backends", expected a list of backends, or a config object with `backends`"#),
+        // The full form in JSON.
+        ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
+        ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `backends`, `health_check`, `timeouts`"),
+        ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
+        ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
+        ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"interval": -1}}"#, "lb.json:1:92: health_check.interval: must not be negative"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"interval": 0}}"#, "lb.json:1:91: health_check.interval: must be greater than 0"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"interval": "0ms"}}"#, "lb.json:1:95: health_check.interval: must be greater than 0"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"interval": "-2s"}}"#, "lb.json:1:95: health_check.interval: must not be negative"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"timeout": "soon"}}"#, r#"lb.json:1:95: health_check.timeout: invalid duration "soon" (use e.g. 10, 0.5, 500ms, 2s, 1m)"#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"rise": 0}}"#, "lb.json:1:87: health_check.rise: must be at least 1, got 0"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"fall": 0}}"#, "lb.json:1:87: health_check.fall: must be at least 1, got 0"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": ["500-200"]}}"#, r#"lb.json:1:100: health_check.statuses[0]: bad status range "500-200": 500 is above 200"#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": [99]}}"#, "lb.json:1:93: health_check.statuses[0]: status must be between 100 and 599, got 99"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": ["200-600"]}}"#, r#"lb.json:1:100: health_check.statuses[0]: bad status range "200-600": status must be between 100 and 599, got 600"#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": ["ok"]}}"#, r#"lb.json:1:95: health_check.statuses[0]: bad status range "ok": expected a status such as 404 or a range such as "200-399""#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": []}}"#, "lb.json:1:92: health_check.statuses: no statuses: no check could ever pass"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"path": "health"}}"#, r#"lb.json:1:95: health_check.path: must start with '/', got "health""#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"path": "/a b"}}"#, r#"lb.json:1:93: health_check.path: must not contain spaces or control characters, got "/a b""#),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"retries": 1}}"#, "lb.json:1:87: health_check.retries: unknown field `retries`, expected one of `path`, `interval`, `timeout`, `rise`, `fall`, `statuses`"),
+        ("lb.json", r#"{"backends": {B}, "timeouts": {"connect": 0}}"#, "lb.json:1:86: timeouts.connect: must be greater than 0"),
+        ("lb.json", r#"{"backends": {B}, "timeouts": {"drain": -1}}"#, "lb.json:1:85: timeouts.drain: must not be negative"),
+        ("lb.json", r#"{"backends": {B}, "timeouts": {"idle": "5x"}}"#, r#"lb.json:1:86: timeouts.idle: unknown unit "x" in "5x" (use ms, s, m or h)"#),
+        // TOML.
+        ("lb.toml", r#"port = 8000\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8002\n"#, "lb.toml:9:6: backends[1].id: duplicate id 1 (also backends[0])"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 70000\n"#, "lb.toml:4:8: backends[0].port: port must be between 1 and 65535, got 70000"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\n"#, "lb.toml:1:1: backends[0]: missing field `port`"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nweight = 2\n"#, "lb.toml:5:1: backends[0].weight: unknown field `weight`, expected one of `id`, `host`, `port`"),
+        ("lb.toml", r#"port = 'x'\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\n"#, r#"lb.toml:1:8: port: invalid type: string "x", expected an integer from 0 to 65535"#),
+        ("lb.toml", r#"port = 8000\n[[backends]\n"#, "lb.toml:2:11: invalid table header; expected `.`, `]]`"),
+        ("lb.toml", r#"port = 8000\n"#, "lb.toml:1:1: missing field `backends`"),
+        ("lb.toml", r#"backends = []\n"#, "lb.toml:1:12: backends: no backends"),
+        ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\ninterval = '-1s'\n"#, "lb.toml:3:12: health_check.interval: must not be negative"),
+        ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\nstatuses = ['200-399', 600]\n"#, "lb.toml:3:24: health_check.statuses[1]: status must be between 100 and 599, got 600"),
+        ("lb.toml", r#"backends = [{id = 1, host = 'nosuch.invalid', port = 1}]\n"#, r#"lb.toml:1:29: backends[0].host: cannot resolve "nosuch.invalid": ..."#),
+    ];
+
+    #[test]
+    fn each_bad_file_gives_one_precise_line() {
+        let mut failures = Vec::new();
+        for &(name, text, want) in CASES {
+            let text = text.replace("\\n", "\n").replace("{B}", B);
+            let got = match load_text(name, &text, &Overrides::default()) {
+                Ok(_) => "loaded".to_string(),
+                Err(e) => e,
+            };
+            let ok = match want.strip_suffix("...") {
+                Some(prefix) => got.starts_with(prefix),
+                None => got == want,
+            };
+            if !ok {
+                failures.push(format!("{name} {text:?}\n  want: {want}\n  got:  {got}"));
+            }
+            assert_eq!(got.lines().count(), 1, "{got}");
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     }
 }

@@ -6,18 +6,21 @@
 //!
 //! ```text
 //! servers.json:3:46: [1].port: port must be between 1 and 65535, got 70000
-//! lb.toml:9:6: backends[2].id: duplicate id 1 (also backends[0])
-//! lb.toml: cannot read: No such file or directory (os error 2)
+//! lb.toml:9:6: backends[1].id: duplicate id 1 (also backends[0])
+//! lb.toml:4:8: backends[0].port: port must be between 1 and 65535, got 70000
+//! lb.json: cannot read: No such file or directory (os error 2)
 //! ```
 //!
-//! Per-value checks (ranges, duplicates, host resolution) run inside deserialization so the parser can stamp the
-//! position; only what depends on several sources runs here: the command line wins over the file, the file over the
-//! defaults, and the health timeout defaults to `min(interval, 2s)` *after* `--interval` is applied, so a short
-//! interval from the command line never leaves a longer timeout behind. A file's explicit timeout may exceed the
-//! interval (checks then simply never overlap less than the timeout allows); that is the user's call.
+//! The pieces: `file.rs` says what a file may contain and checks each value *while* it is read (ranges, duplicate
+//! ids and addresses, backend host resolution), because only then can the parser stamp the value's position;
+//! `duration.rs` parses durations for the file and the flags alike; this module reads the file, picks the format
+//! (`.toml` is TOML, anything else JSON) and the form, renders errors as one line, and merges the sources: a flag wins
+//! over the file, the file over the defaults. The health timeout defaults to `min(interval, 2s)` computed *after*
+//! `--interval` is applied, so a short interval from the command line never inherits a longer default timeout; a
+//! timeout written in the file is kept even when it exceeds the interval.
 //!
-//! Backend hosts are resolved once, here, to their first address: a typo fails at startup, and the proxy's hot path
-//! never waits on DNS. The listen host is kept as written; the server resolves and binds it.
+//! Backend hosts are resolved once, at load, to their first address: a typo fails at startup, and the proxy never
+//! waits on DNS. The listen host is kept as written; the server resolves and binds it.
 
 pub mod duration;
 pub mod file;
@@ -26,6 +29,10 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
+
+use serde_path_to_error::Segment;
+
+use file::{ArrayForm, FileConfig};
 
 /// Everything `lb` needs to run, validated.
 #[derive(Debug, Clone)]
@@ -97,7 +104,114 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{name}: cannot read: {e}")))?;
-    let file = file::parse(&name, &text, file::Format::of(path)).map_err(ConfigError)?;
+    let toml = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
+    let file = parse(&name, &text, toml).map_err(ConfigError)?;
+    resolve(file, overrides)
+}
+
+/// Parses `text`, the contents of the file called `name`, as TOML (always the full form) or JSON. JSON picks the form
+/// by its first non-whitespace character rather than by an untagged enum, which would replace every precise error
+/// with "data did not match any variant". The error is the whole line shown to the user.
+fn parse(name: &str, text: &str, toml: bool) -> Result<FileConfig, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(format!(
+            "{name}: file is empty (expected a list of backends)"
+        ));
+    }
+    if toml {
+        let de = toml::Deserializer::new(text);
+        return serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.inner().span().map(|span| line_col(text, span.start));
+            one_line(name, at, &key_path(e.path()), e.inner().message())
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let config = if text.trim_start().starts_with('[') {
+        serde_path_to_error::deserialize(&mut *de).map(|backends: ArrayForm| backends.into())
+    } else {
+        serde_path_to_error::deserialize(&mut *de)
+    };
+    let config = config.map_err(|e| json_error(name, &key_path(e.path()), e.inner()))?;
+    de.end().map_err(|e| json_error(name, "", &e))?;
+    Ok(config)
+}
+
+fn json_error(name: &str, path: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    if e.line() == 0 {
+        return one_line(name, None, path, &message);
+    }
+    // serde_json appends the position to its message; we print it in front instead.
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = message.strip_suffix(&suffix).unwrap_or(&message);
+    one_line(name, Some((e.line(), e.column().max(1))), path, message)
+}
+
+/// The key path as the user wrote it: `backends[1].port`. Unlike `Path`'s `Display`, it leaves out the `?` that
+/// stands for a key not read yet (e.g. after a trailing comma), which would only puzzle the reader.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `<file>:<line>:<col>: <key path>: <problem>`, leaving out the parts that are unknown; always one line (TOML's
+/// syntax errors span several).
+fn one_line(name: &str, at: Option<(usize, usize)>, path: &str, message: &str) -> String {
+    let mut out = name.to_string();
+    if let Some((line, col)) = at {
+        out.push_str(&format!(":{line}:{col}"));
+    }
+    out.push_str(": ");
+    if !path.is_empty() {
+        out.push_str(path);
+        out.push_str(": ");
+    }
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    out.push_str(&lines.join("; "));
+    out
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, col)
+}
+
+/// A config of the given backends with every other setting at its default, then `overrides` (the demo uses this).
+pub fn from_backends(
+    backends: Vec<BackendConfig>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let file = file::FileConfig {
+        host: None,
+        port: None,
+        workers: None,
+        access_log: None,
+        backends: file::Backends(backends),
+        health_check: file::FileHealth::default(),
+        timeouts: file::FileTimeouts::default(),
+    };
     resolve(file, overrides)
 }
 
@@ -108,7 +222,7 @@ const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Merges the parsed file with the overrides and the defaults. Overrides are checked here too, because `load` is
 /// public and its callers (tests, the demo) build [`Overrides`] without going through the CLI's parsers.
-fn resolve(file: file::FileConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
     let flag = |flag: &str, problem: String| ConfigError(format!("{flag}: {problem}"));
     if let Some(host) = overrides.host.as_deref().filter(|h| h.trim().is_empty()) {
         return Err(flag("--host", format!("must not be empty, got {host:?}")));
@@ -151,18 +265,6 @@ fn resolve(file: file::FileConfig, overrides: &Overrides) -> Result<Config, Conf
             .unwrap_or(Duration::from_secs(10)),
     };
 
-    let backends = file
-        .backends
-        .0
-        .into_iter()
-        .map(|b| BackendConfig {
-            id: b.id,
-            host: b.host,
-            port: b.port,
-            addr: b.addr,
-        })
-        .collect();
-
     Ok(Config {
         host: overrides
             .host
@@ -178,7 +280,7 @@ fn resolve(file: file::FileConfig, overrides: &Overrides) -> Result<Config, Conf
             .or(file.workers.map(|n| n.0 as usize))
             .unwrap_or_else(default_workers),
         access_log: overrides.access_log || file.access_log.unwrap_or(false),
-        backends,
+        backends: file.backends.0,
         health,
         timeouts,
     })
@@ -187,4 +289,246 @@ fn resolve(file: file::FileConfig, overrides: &Overrides) -> Result<Config, Conf
 /// The cores this process may use (respecting affinity and cgroup quotas), or 1 if that cannot be known.
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Writing config files for tests: each call gets its own directory, so tests can run in parallel.
+#[cfg(test)]
+pub(crate) mod test_files {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Writes `text` as `name` in a fresh temp directory, loads it, removes it, and returns the error line with the
+    /// directory left out, so that tests can compare whole lines.
+    pub(crate) fn load_text(
+        name: &str,
+        text: &str,
+        overrides: &Overrides,
+    ) -> Result<Config, String> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lb-config-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let result = load(&path, overrides);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let prefix = format!("{}/", dir.display());
+        result.map_err(|e| e.to_string().replacen(&prefix, "", 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_files::load_text;
+    use super::*;
+
+    const SPEC: &str = r#"[
+  {"id": 1, "host": "127.0.0.1", "port": 8001},
+  {"id": 2, "host": "127.0.0.1", "port": 8002},
+  {"id": 3, "host": "127.0.0.1", "port": 8003}
+]
+"#;
+
+    const FULL_TOML: &str = r#"
+host = "0.0.0.0"
+port = 9000
+workers = 2
+access_log = true
+
+[[backends]]
+id = 7
+host = "localhost"
+port = 8001
+
+[[backends]]
+id = 8
+host = "127.0.0.2"
+port = 8002
+
+[health_check]
+path = "/health"
+interval = "1.5s"
+timeout = 3
+rise = 1
+fall = 4
+statuses = ["200-299", 404]
+
+[timeouts]
+connect = "250ms"
+client_header = 1
+backend_response = "2m"
+idle = 0.5
+drain = 0
+"#;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn spec_array_form_loads_with_defaults() {
+        let c = load_text("servers.json", SPEC, &Overrides::default()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 8000));
+        assert_eq!(c.workers, default_workers());
+        assert!(c.workers >= 1);
+        assert!(!c.access_log);
+        let ids: Vec<u64> = c.backends.iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(c.backends[1].host, "127.0.0.1");
+        assert_eq!(c.backends[1].port, 8002);
+        assert_eq!(c.backends[1].addr, "127.0.0.1:8002".parse().unwrap());
+        let h = &c.health;
+        assert_eq!(
+            (h.path.as_str(), h.interval, h.timeout),
+            ("/", secs(5.0), secs(2.0))
+        );
+        assert_eq!((h.rise, h.fall), (2, 3));
+        assert_eq!(h.statuses, vec![200..=399]);
+        assert!(h.passes(200) && h.passes(399) && !h.passes(404) && !h.passes(199));
+        let t = &c.timeouts;
+        assert_eq!((t.connect, t.client_header), (secs(3.0), secs(10.0)));
+        assert_eq!(
+            (t.backend_response, t.idle, t.drain),
+            (secs(60.0), secs(60.0), secs(10.0))
+        );
+    }
+
+    #[test]
+    fn full_toml_form_loads_every_value() {
+        let c = load_text("lb.toml", FULL_TOML, &Overrides::default()).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.workers, c.access_log),
+            ("0.0.0.0", 9000, 2, true)
+        );
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(
+            (c.backends[0].id, c.backends[0].host.as_str()),
+            (7, "localhost")
+        );
+        assert!(c.backends[0].addr.ip().is_loopback());
+        assert_eq!(c.backends[0].addr.port(), 8001);
+        assert_eq!(c.backends[1].addr, "127.0.0.2:8002".parse().unwrap());
+        let h = &c.health;
+        assert_eq!(h.path, "/health");
+        // A file timeout longer than the interval is allowed.
+        assert_eq!(
+            (h.interval, h.timeout, h.rise, h.fall),
+            (secs(1.5), secs(3.0), 1, 4)
+        );
+        assert_eq!(h.statuses, vec![200..=299, 404..=404]);
+        let t = &c.timeouts;
+        assert_eq!((t.connect, t.client_header), (secs(0.25), secs(1.0)));
+        assert_eq!(
+            (t.backend_response, t.idle, t.drain),
+            (secs(120.0), secs(0.5), Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn full_json_form_loads() {
+        let text = r#"{"port": 0, "backends": [{"id": 1, "host": "127.0.0.1", "port": 8001}],
+            "health_check": {"interval": 1}, "timeouts": {"drain": "1m"}}"#;
+        let c = load_text("lb.json", text, &Overrides::default()).unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(
+            (c.health.interval, c.health.timeout),
+            (secs(1.0), secs(1.0))
+        );
+        assert_eq!(c.timeouts.drain, secs(60.0));
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let o = Overrides {
+            host: Some("localhost".to_string()),
+            port: Some(0),
+            interval: Some(secs(0.5)),
+            workers: Some(3),
+            drain: Some(secs(1.0)),
+            access_log: false,
+        };
+        let c = load_text("lb.toml", FULL_TOML, &o).unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.workers), ("localhost", 0, 3));
+        assert!(c.access_log, "the file's access_log = true still counts");
+        assert_eq!(
+            (c.health.interval, c.health.timeout),
+            (secs(0.5), secs(3.0))
+        );
+        assert_eq!(c.timeouts.drain, secs(1.0));
+    }
+
+    #[test]
+    fn default_timeout_follows_the_overridden_interval() {
+        let o = Overrides {
+            interval: Some(secs(0.5)),
+            access_log: true,
+            ..Overrides::default()
+        };
+        let c = load_text("servers.json", SPEC, &o).unwrap();
+        assert_eq!(
+            (c.health.interval, c.health.timeout),
+            (secs(0.5), secs(0.5))
+        );
+        assert!(c.access_log);
+        let o = Overrides {
+            interval: Some(secs(10.0)),
+            ..Overrides::default()
+        };
+        let c = load_text("servers.json", SPEC, &o).unwrap();
+        assert_eq!(
+            (c.health.interval, c.health.timeout),
+            (secs(10.0), secs(2.0))
+        );
+    }
+
+    #[test]
+    fn bad_overrides_are_errors() {
+        let bad = |o: Overrides| load_text("servers.json", SPEC, &o).unwrap_err();
+        let e = bad(Overrides {
+            workers: Some(0),
+            ..Overrides::default()
+        });
+        assert_eq!(e, "--workers: must be at least 1, got 0");
+        let e = bad(Overrides {
+            interval: Some(Duration::ZERO),
+            ..Overrides::default()
+        });
+        assert_eq!(e, "--interval: must be greater than 0");
+        let e = bad(Overrides {
+            host: Some(String::new()),
+            ..Overrides::default()
+        });
+        assert_eq!(e, "--host: must not be empty, got \"\"");
+    }
+
+    #[test]
+    fn missing_file_names_the_file_and_the_os_error() {
+        let path = std::env::temp_dir().join("lb-config-test-no-such-dir/servers.json");
+        let e = load(&path, &Overrides::default()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: cannot read: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn empty_files_are_errors() {
+        let want = "servers.json: file is empty (expected a list of backends)";
+        assert_eq!(
+            load_text("servers.json", "", &Overrides::default()).unwrap_err(),
+            want
+        );
+        assert_eq!(
+            load_text("servers.json", " \n\t\n", &Overrides::default()).unwrap_err(),
+            want
+        );
+        let want = "lb.toml: file is empty (expected a list of backends)";
+        assert_eq!(
+            load_text("lb.toml", "\n", &Overrides::default()).unwrap_err(),
+            want
+        );
+    }
 }

@@ -28,7 +28,10 @@ pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
         if let Err(reason) = &result {
             tracing::warn!("{backend} down at startup: {reason}");
         }
-        backend.state.healthy.store(result.is_ok(), Ordering::Relaxed);
+        backend
+            .state
+            .healthy
+            .store(result.is_ok(), Ordering::Relaxed);
     });
     futures_util::future::join_all(checks).await;
 }
@@ -82,7 +85,10 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, String> 
         .map_err(|error| error.to_string())?;
     let request = Request::get(config.path.as_str())
         .header(header::HOST, backend.authority.as_str())
-        .header(header::USER_AGENT, concat!("lb-health-check/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("lb-health-check/", env!("CARGO_PKG_VERSION")),
+        )
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|error| error.to_string())?;
@@ -97,5 +103,7 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, String> 
             Err(error) => Err(error),
         },
     };
-    response.map(|r| r.status().as_u16()).map_err(|error| error.to_string())
+    response
+        .map(|r| r.status().as_u16())
+        .map_err(|error| error.to_string())
 }

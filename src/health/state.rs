@@ -50,7 +50,11 @@ impl HealthState {
         }
         self.up = passed;
         self.streak = 0;
-        Some(if passed { Flip::Up(needed) } else { Flip::Down(needed) })
+        Some(if passed {
+            Flip::Up(needed)
+        } else {
+            Flip::Down(needed)
+        })
     }
 }
 
@@ -84,7 +88,11 @@ mod tests {
     fn comes_back_after_rise_consecutive_passes() {
         let mut state = HealthState::new(false, 2, 3);
         assert_eq!(state.record(true), None);
-        assert_eq!(state.record(false), None, "a failure resets the pass streak");
+        assert_eq!(
+            state.record(false),
+            None,
+            "a failure resets the pass streak"
+        );
         assert_eq!(state.record(true), None);
         assert_eq!(state.record(true), Some(Flip::Up(2)));
         assert!(state.is_up());

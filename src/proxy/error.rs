@@ -30,7 +30,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::AllAttemptsFailed(_) | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::AllAttemptsFailed(_) | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
         }

@@ -47,7 +47,11 @@ impl Proxy {
     }
 
     /// Proxies one request from `client` and returns what the client should get.
-    pub async fn handle(&self, request: Request<Incoming>, client: SocketAddr) -> Response<ClientBody> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ClientBody> {
         let started = Instant::now();
         let snapshot = self.routing.load_full();
         let method = request.method().clone();
@@ -57,7 +61,9 @@ impl Proxy {
             Ok((response, backend)) => (response.map(Either::Left), Some(backend)),
             Err(error) => {
                 match &error {
-                    ProxyError::UriTooLong(_) => tracing::debug!(%client, %error, "request refused"),
+                    ProxyError::UriTooLong(_) => {
+                        tracing::debug!(%client, %error, "request refused")
+                    }
                     _ => tracing::warn!(%client, %method, %uri, %error, "request failed"),
                 }
                 (error.response().map(Either::Right), None)
@@ -81,13 +87,19 @@ impl Proxy {
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<(Response<PooledBody>, u64), ProxyError> {
-        if request.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_LEN {
+        if request
+            .uri()
+            .path_and_query()
+            .map_or(0, |p| p.as_str().len())
+            > MAX_URI_LEN
+        {
             return Err(ProxyError::UriTooLong(MAX_URI_LEN));
         }
         let mut request = prepare(request, client);
         // A copy to resend elsewhere if the backend fails after the request went out: only for requests that are
         // safe to repeat and carry no body.
-        let replayable = is_idempotent(request.method()) && http_body::Body::is_end_stream(request.body());
+        let replayable =
+            is_idempotent(request.method()) && http_body::Body::is_end_stream(request.body());
         let backends = &snapshot.backends;
         let mut tried: Vec<usize> = Vec::new();
         let mut last_failure: Option<String> = None;
@@ -109,7 +121,7 @@ impl Proxy {
                 }
                 Err(Failure::NotSent(unsent, reason)) => {
                     tracing::warn!(backend = backend.id, addr = %backend.addr, %reason, "backend unreachable, trying the next one");
-                    request = unsent;
+                    request = *unsent;
                     last_failure = Some(reason);
                 }
                 Err(Failure::Sent(error)) => match (copy, error) {
@@ -141,11 +153,18 @@ impl Proxy {
         let mut lease = match self.pool.lease(backend.addr, timeouts.connect).await {
             Ok(lease) => lease,
             Err(error) => {
-                backend.state.connect_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::NotSent(request, error.to_string()));
+                backend
+                    .state
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Failure::NotSent(Box::new(request), error.to_string()));
             }
         };
-        let sent = tokio::time::timeout(timeouts.backend_response, lease.sender.try_send_request(request)).await;
+        let sent = tokio::time::timeout(
+            timeouts.backend_response,
+            lease.sender.try_send_request(request),
+        )
+        .await;
         let mut response = match sent {
             Err(_) => {
                 return Err(Failure::Sent(ProxyError::UpstreamTimeout {
@@ -157,7 +176,7 @@ impl Proxy {
             Ok(Err(mut error)) => {
                 let reason = error.error().to_string();
                 return Err(match error.take_message() {
-                    Some(unsent) => Failure::NotSent(unsent, reason),
+                    Some(unsent) => Failure::NotSent(Box::new(unsent), reason),
                     None => Failure::Sent(ProxyError::Upstream {
                         backend: backend.id,
                         reason,
@@ -172,7 +191,7 @@ impl Proxy {
 
 /// The outcome of a failed attempt: whether the request may still go elsewhere as it is.
 enum Failure {
-    NotSent(Request<ProxyBody>, String),
+    NotSent(Box<Request<ProxyBody>>, String),
     Sent(ProxyError),
 }
 

@@ -122,7 +122,10 @@ impl Pool {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<SendRequest<ProxyBody>, UpstreamError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(UpstreamError::ConnectTimeout(timeout)),
         Ok(Err(error)) => return Err(UpstreamError::Connect(error)),

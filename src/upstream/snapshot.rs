@@ -24,7 +24,11 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn build(config: &Config) -> Self {
         Snapshot {
-            backends: config.backends.iter().map(|b| Arc::new(Backend::new(b))).collect(),
+            backends: config
+                .backends
+                .iter()
+                .map(|b| Arc::new(Backend::new(b)))
+                .collect(),
             balancer: Box::new(RoundRobin::default()),
             timeouts: config.timeouts.clone(),
             access_log: config.access_log,
