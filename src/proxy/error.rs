@@ -24,6 +24,9 @@ pub enum ProxyError {
     Upstream { backend: u64, reason: String },
     #[error("request target longer than {0} bytes")]
     UriTooLong(usize),
+    /// The request is malformed in a way hyper lets through (e.g. a missing or repeated Host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
 }
 
 impl ProxyError {
@@ -35,6 +38,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -52,6 +56,13 @@ impl ProxyError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if status.is_client_error() {
+            // The rest of what this client sent cannot be trusted to be framed as it thinks.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

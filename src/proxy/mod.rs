@@ -95,6 +95,13 @@ impl Proxy {
         {
             return Err(ProxyError::UriTooLong(MAX_URI_LEN));
         }
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 may omit it); two could route two ways.
+        let hosts = request.headers().get_all(header::HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest(
+                "a request needs exactly one Host header",
+            ));
+        }
         let mut request = prepare(request, client);
         // A copy to resend elsewhere if the backend fails after the request went out: only for requests that are
         // safe to repeat and carry no body.
