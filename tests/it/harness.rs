@@ -7,7 +7,7 @@ mod backend;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-pub use backend::{pattern_chunks, pattern_sha256, RawBackend, Seen, TestBackend, HEALTH_PATH};
+pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
 
 /// Long enough for anything that should happen on loopback; only reached when something is wrong.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -26,7 +26,10 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -45,6 +48,27 @@ pub fn backend_of(body: &str) -> Option<u64> {
     body.strip_prefix("hello from backend ")?.parse().ok()
 }
 
+/// How many times each backend id occurs.
+pub fn tally(ids: impl IntoIterator<Item = u64>) -> BTreeMap<u64, usize> {
+    let mut tally = BTreeMap::new();
+    for id in ids {
+        *tally.entry(id).or_default() += 1;
+    }
+    tally
+}
+
+/// Asserts that every one of `ids`, and no other, got `each` requests, give or take one.
+pub fn assert_fair(tally: &BTreeMap<u64, usize>, ids: &[u64], each: usize) {
+    let got: Vec<u64> = tally.keys().copied().collect();
+    assert_eq!(got, ids, "backends that answered: {tally:?}");
+    for (id, count) in tally {
+        assert!(
+            count.abs_diff(each) <= 1,
+            "backend {id} got {count}, not {each} ± 1: {tally:?}"
+        );
+    }
+}
+
 /// A config for `lb` plus extra flags. Defaults suit tests: checks every 100 ms on [`HEALTH_PATH`], rise 2, fall 3,
 /// 2 workers, timeouts of a few seconds.
 pub struct LbBuilder {
@@ -60,12 +84,15 @@ impl LbBuilder {
     }
 
     pub fn backends(self, backends: &[&TestBackend]) -> Self {
-        backends.iter().fold(self, |lb, backend| lb.backend(backend))
+        backends
+            .iter()
+            .fold(self, |lb, backend| lb.backend(backend))
     }
 
     pub fn backend_at(mut self, id: u64, addr: SocketAddr) -> Self {
         let ip = addr.ip().to_string();
-        self.backends.push(json!({"id": id, "host": ip, "port": addr.port()}));
+        self.backends
+            .push(json!({"id": id, "host": ip, "port": addr.port()}));
         self
     }
 
@@ -96,7 +123,8 @@ impl LbBuilder {
         });
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("lb.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).expect("write the config");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap())
+            .expect("write the config");
         TestLb::spawn(dir, &path, &self.args).await
     }
 }
@@ -125,8 +153,16 @@ impl TestLb {
         }
     }
 
+    /// Starts `lb` on a config file called `name` with exactly `contents`.
+    pub async fn from_file(name: &str, contents: &str) -> TestLb {
+        let (dir, path) = config_file(name, contents);
+        TestLb::spawn(dir, Path::new(&path), &[]).await
+    }
+
     async fn spawn(dir: tempfile::TempDir, config: &Path, args: &[String]) -> TestLb {
-        let mut child = lb_command(config)
+        let mut child = lb_command()
+            .args(["--host", "127.0.0.1", "--port", "0", "--config"])
+            .arg(config)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -143,14 +179,24 @@ impl TestLb {
         });
         let deadline = Instant::now() + PATIENCE;
         let addr = loop {
-            let listening = logs.lock().unwrap().iter().find_map(|line| listening_addr(line));
+            let listening = logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|line| listening_addr(line));
             if let Some(addr) = listening {
                 break addr;
             }
             let exited = child.try_wait().expect("poll lb");
             let logs = logs.lock().unwrap().join("\n");
-            assert!(exited.is_none(), "lb exited with {exited:?} before listening:\n{logs}");
-            assert!(Instant::now() < deadline, "lb did not say it was listening:\n{logs}");
+            assert!(
+                exited.is_none(),
+                "lb exited with {exited:?} before listening:\n{logs}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "lb did not say it was listening:\n{logs}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         TestLb {
@@ -180,29 +226,41 @@ impl TestLb {
         let response = self.client.get(self.url(path)).send().await;
         let response = response.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_else(|e| panic!("GET {path} body: {e:?}"));
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} body: {e:?}"));
         (status, body)
     }
 
-    /// Sends `count` GETs of `/` one after the other; each must be a 200 from a backend. Answers the count per id.
-    pub async fn spread(&self, count: usize) -> BTreeMap<u64, usize> {
-        let mut tally = BTreeMap::new();
+    /// Sends `count` GETs of `/` one after the other; each must be a 200 from a backend. Answers the backend ids in
+    /// the order they answered.
+    pub async fn answers(&self, count: usize) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(count);
         for _ in 0..count {
             let (status, body) = self.get("/").await;
             assert_eq!(status, 200, "{body}");
-            let id = backend_of(&body).unwrap_or_else(|| panic!("not a backend's answer: {body}"));
-            *tally.entry(id).or_default() += 1;
+            ids.push(backend_of(&body).unwrap_or_else(|| panic!("not a backend's answer: {body}")));
         }
-        tally
+        ids
     }
 
-    /// Waits until every one of `ids` has answered, so that all of them are in the rotation.
+    /// Like [`TestLb::answers`], counted per backend id.
+    pub async fn spread(&self, count: usize) -> BTreeMap<u64, usize> {
+        tally(self.answers(count).await)
+    }
+
+    /// Waits until every one of `ids` has answered (other answers are ignored), so all of them are in the rotation.
     pub async fn wait_serving(&self, ids: &[u64]) {
         let mut answered = Vec::new();
-        wait_until(&format!("backends {ids:?} all answer"), PATIENCE, async || {
-            answered.extend(self.spread(1).await.into_keys());
-            ids.iter().all(|id| answered.contains(id))
-        })
+        wait_until(
+            &format!("backends {ids:?} all answer"),
+            PATIENCE,
+            async || {
+                answered.extend(backend_of(&self.get("/").await.1));
+                ids.iter().all(|id| answered.contains(id))
+            },
+        )
         .await;
     }
 
@@ -211,7 +269,10 @@ impl TestLb {
     }
 
     pub fn count_logs(&self, needle: &str) -> usize {
-        self.logs().iter().filter(|line| line.contains(needle)).count()
+        self.logs()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     /// Waits for a log line containing `needle` and answers it.
@@ -222,7 +283,10 @@ impl TestLb {
                 return line;
             }
             let logs = self.logs().join("\n");
-            assert!(Instant::now() < deadline, "no log line with {needle:?} after {timeout:?}:\n{logs}");
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} after {timeout:?}:\n{logs}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -241,17 +305,28 @@ impl TestLb {
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.expect("wait for lb"),
-            Err(_) => panic!("lb still running after {timeout:?}:\n{}", self.logs().join("\n")),
+            Err(_) => panic!(
+                "lb still running after {timeout:?}:\n{}",
+                self.logs().join("\n")
+            ),
         }
     }
+}
 
-    /// The peak resident memory of the process (VmHWM), in KiB.
-    pub fn peak_memory_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).expect("read /proc status");
-        let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("VmHWM");
-        let kib = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim();
-        kib.parse().expect("VmHWM in kB")
-    }
+/// The peak resident memory (VmHWM) of the process `pid`, in KiB.
+pub fn peak_memory_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim();
+    kib.parse().expect("VmHWM in kB")
 }
 
 impl Drop for TestLb {
@@ -262,11 +337,9 @@ impl Drop for TestLb {
     }
 }
 
-fn lb_command(config: &Path) -> Command {
+fn lb_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
     command
-        .args(["--host", "127.0.0.1", "--port", "0", "--config"])
-        .arg(config)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -302,13 +375,17 @@ pub struct Finished {
 impl Finished {
     /// The last non-empty line of stderr.
     pub fn last_error_line(&self) -> &str {
-        self.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
     }
 }
 
-/// Runs `lb` with `--host 127.0.0.1 --port 0 --config <config>` and `args`; it must exit within [`PATIENCE`].
-pub async fn run_lb(config: &Path, args: &[&str]) -> Finished {
-    let child = lb_command(config)
+/// Runs `lb` with exactly `args`; it must exit by itself within [`PATIENCE`].
+pub async fn run_lb(args: &[&str]) -> Finished {
+    let child = lb_command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -316,7 +393,7 @@ pub async fn run_lb(config: &Path, args: &[&str]) -> Finished {
         .expect("spawn lb");
     let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("lb {args:?} with {config:?} did not exit"))
+        .unwrap_or_else(|_| panic!("lb {args:?} did not exit"))
         .expect("lb output");
     Finished {
         code: output.status.code(),
@@ -326,11 +403,11 @@ pub async fn run_lb(config: &Path, args: &[&str]) -> Finished {
 }
 
 /// Writes `contents` to `name` in a fresh temp dir; keep the dir alive while the file is used.
-pub fn config_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
+pub fn config_file(name: &str, contents: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join(name);
     std::fs::write(&path, contents).expect("write the config");
-    (dir, path)
+    (dir, path.to_str().expect("a UTF-8 temp path").to_owned())
 }
 
 /// One response read off a [`RawConn`].
@@ -344,7 +421,10 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        let found = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+        let found = self
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name));
         found.map(|(_, v)| v.as_str())
     }
 
@@ -404,21 +484,33 @@ impl RawConn {
         };
         if let Some(length) = response.header("content-length") {
             let mut body = vec![0; length.parse().expect("a numeric content-length")];
-            self.stream.read_exact(&mut body).await.expect("the whole body");
+            self.stream
+                .read_exact(&mut body)
+                .await
+                .expect("the whole body");
             response.body = body;
-        } else if response.header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        } else if response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.contains("chunked"))
+        {
             loop {
                 let size = usize::from_str_radix(self.line().await.split(';').next().unwrap(), 16);
                 let size = size.expect("a chunk size");
                 let mut chunk = vec![0; size + 2];
-                self.stream.read_exact(&mut chunk).await.expect("a whole chunk");
+                self.stream
+                    .read_exact(&mut chunk)
+                    .await
+                    .expect("a whole chunk");
                 response.body.extend_from_slice(&chunk[..size]);
                 if size == 0 {
                     break;
                 }
             }
         } else {
-            self.stream.read_to_end(&mut response.body).await.expect("the body up to close");
+            self.stream
+                .read_to_end(&mut response.body)
+                .await
+                .expect("the body up to close");
         }
         response
     }
@@ -441,7 +533,10 @@ impl RawConn {
         };
         let closed = tokio::time::timeout(timeout, read).await;
         let text = String::from_utf8_lossy(&received);
-        assert!(closed.is_ok(), "still open after {timeout:?}, received {text:?}");
+        assert!(
+            closed.is_ok(),
+            "still open after {timeout:?}, received {text:?}"
+        );
         received
     }
 }

@@ -1,1 +1,14 @@
+//! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
+
+mod cli;
+mod clients;
+mod config_errors;
+mod config_forms;
+mod failures;
 mod harness;
+mod headers;
+mod health;
+mod limits;
+mod rotation;
+mod shutdown;
+mod streaming;

@@ -78,7 +78,11 @@ impl Seen {
     /// The value of the header `name`, which must appear at most once.
     pub fn header(&self, name: &str) -> Option<&str> {
         let values = self.header_values(name);
-        assert!(values.len() <= 1, "{name} sent {} times: {values:?}", values.len());
+        assert!(
+            values.len() <= 1,
+            "{name} sent {} times: {values:?}",
+            values.len()
+        );
         values.first().copied()
     }
 }
@@ -100,7 +104,9 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub async fn start(id: u64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a backend");
         let addr = listener.local_addr().expect("backend address");
         let shared = Arc::new(Shared {
             id,
@@ -138,7 +144,9 @@ impl TestBackend {
     /// The last request received, health checks excluded.
     pub fn last_seen(&self) -> Seen {
         let seen = self.shared.seen.lock().unwrap();
-        seen.last().cloned().expect("the backend has seen no request")
+        seen.last()
+            .cloned()
+            .expect("the backend has seen no request")
     }
 
     /// Closes the listener and every open connection, at once: connecting is refused from now on.
@@ -156,7 +164,9 @@ impl TestBackend {
         let listener = loop {
             match TcpListener::bind(self.addr).await {
                 Ok(listener) => break listener,
-                Err(e) if Instant::now() > deadline => panic!("cannot bind {} again: {e}", self.addr),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("cannot bind {} again: {e}", self.addr)
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
@@ -193,7 +203,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn respond(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn respond(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     if path == HEALTH_PATH {
         shared.health_checks.fetch_add(1, Ordering::SeqCst);
@@ -231,7 +244,9 @@ fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
 }
 
 fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -280,7 +295,9 @@ fn die(bytes: u64, chunked: bool) -> Response<Body> {
     });
     let mut response = Response::new(StreamBody::new(part.chain(death)).boxed_unsync());
     if !chunked {
-        response.headers_mut().insert(CONTENT_LENGTH, (2 * bytes).into());
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, (2 * bytes).into());
     }
     response
 }
@@ -333,7 +350,9 @@ pub struct RawBackend {
 
 impl RawBackend {
     pub async fn start(reply: &'static [u8]) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a raw backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a raw backend");
         let addr = listener.local_addr().expect("raw backend address");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();

@@ -1,0 +1,172 @@
+//! A bad config stops `lb` before it listens: exit status 1 and a last line `error: <file>[:line:col]: <place>: ...`.
+//! Every case runs the real binary.
+
+use std::path::Path;
+
+use crate::harness::{config_file, run_lb};
+
+/// Runs `lb` on `path`, which it must refuse; answers the error line.
+async fn refused(path: &str) -> String {
+    let run = run_lb(&["--host", "127.0.0.1", "--port", "0", "--config", path]).await;
+    assert_eq!(run.code, Some(1), "stderr:\n{}", run.stderr);
+    assert!(
+        !run.stderr.contains("listening on"),
+        "it listened:\n{}",
+        run.stderr
+    );
+    let line = run.last_error_line();
+    assert!(line.starts_with("error: "), "{line}");
+    let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+    assert!(
+        line.contains(name),
+        "the error does not name the file: {line}"
+    );
+    line.to_owned()
+}
+
+/// Writes `contents` to a file called `name` and runs `lb` on it; answers the error line.
+async fn refused_config(name: &str, contents: &str) -> String {
+    let (_dir, path) = config_file(name, contents);
+    refused(&path).await
+}
+
+/// The `line:col` right after `<name>:` in `error`.
+fn line_col(error: &str, name: &str) -> (u32, u32) {
+    let place = &error[error.find(&format!("{name}:")).expect("the file name") + name.len() + 1..];
+    let mut numbers = place.splitn(3, ':').map(|n| n.parse::<u32>());
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(line)), Some(Ok(col))) => (line, col),
+        _ => panic!("no line:col after {name}: {error}"),
+    }
+}
+
+fn assert_mentions(error: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(error.contains(needle), "{needle:?} missing from: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused(dir.path().join("missing.json").to_str().unwrap()).await;
+    assert_mentions(&error, &["missing.json"]);
+}
+
+#[tokio::test]
+async fn invalid_json_is_located_by_line_and_column() {
+    let error = refused_config(
+        "servers.json",
+        "[\n  {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": 8001},\n  {\"id\": 2, \"host\": \"127.0.0.1\" \"port\": 8002}\n]\n",
+    )
+    .await;
+    let (line, col) = line_col(&error, "servers.json");
+    assert_eq!(line, 3, "{error}");
+    assert!(col > 1, "{error}");
+}
+
+#[tokio::test]
+async fn invalid_toml_is_located_by_line_and_column() {
+    let error = refused_config(
+        "lb.toml",
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = = 8001\n",
+    )
+    .await;
+    let (line, col) = line_col(&error, "lb.toml");
+    assert_eq!(line, 4, "{error}");
+    assert!(col >= 1, "{error}");
+}
+
+#[tokio::test]
+async fn an_unknown_key_in_a_backend() {
+    let error = refused_config(
+        "servers.json",
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 8001, "weight": 5}]"#,
+    )
+    .await;
+    assert_mentions(&error, &["[0]", "weight"]);
+}
+
+#[tokio::test]
+async fn an_unknown_key_in_a_section() {
+    let error = refused_config(
+        "lb.json",
+        r#"{"backends": [{"id": 1, "host": "127.0.0.1", "port": 8001}], "health_check": {"intervl": "1s"}}"#,
+    )
+    .await;
+    assert_mentions(&error, &["health_check", "intervl"]);
+}
+
+#[tokio::test]
+async fn a_missing_field() {
+    let error = refused_config("servers.json", r#"[{"id": 1, "host": "127.0.0.1"}]"#).await;
+    assert_mentions(&error, &["[0]", "port"]);
+}
+
+#[tokio::test]
+async fn a_duplicate_id() {
+    let error = refused_config(
+        "servers.json",
+        "[\n  {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": 8001},\n  {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": 8002}\n]\n",
+    )
+    .await;
+    assert_mentions(&error, &["[1].id", "duplicate id 1"]);
+}
+
+#[tokio::test]
+async fn a_duplicate_id_in_toml() {
+    let error = refused_config(
+        "lb.toml",
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\n\n\
+         [[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8002\n",
+    )
+    .await;
+    assert_mentions(&error, &["backends[1].id", "duplicate id 1"]);
+}
+
+#[tokio::test]
+async fn a_duplicate_address() {
+    let error = refused_config(
+        "servers.json",
+        "[\n  {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": 8001},\n  {\"id\": 2, \"host\": \"127.0.0.1\", \"port\": 8001}\n]\n",
+    )
+    .await;
+    assert_mentions(&error, &["[1]", "duplicate"]);
+}
+
+#[tokio::test]
+async fn port_0_for_a_backend() {
+    let error = refused_config(
+        "servers.json",
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 0}]"#,
+    )
+    .await;
+    assert_mentions(&error, &["[0].port"]);
+}
+
+#[tokio::test]
+async fn port_70000_for_a_backend() {
+    let error = refused_config(
+        "servers.json",
+        "[\n  {\"id\": 1, \"host\": \"127.0.0.1\", \"port\": 8001},\n  {\"id\": 2, \"host\": \"127.0.0.1\", \"port\": 70000}\n]\n",
+    )
+    .await;
+    assert_mentions(&error, &["[1].port", "70000"]);
+    assert_eq!(line_col(&error, "servers.json").0, 3, "{error}");
+}
+
+#[tokio::test]
+async fn an_empty_backend_list() {
+    let error = refused_config("servers.json", "[]").await;
+    assert_mentions(&error, &["backend"]);
+}
+
+#[tokio::test]
+async fn a_negative_interval() {
+    let error = refused_config(
+        "lb.json",
+        r#"{"backends": [{"id": 1, "host": "127.0.0.1", "port": 8001}], "health_check": {"interval": -1}}"#,
+    )
+    .await;
+    assert_mentions(&error, &["health_check.interval"]);
+}

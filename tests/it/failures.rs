@@ -1,0 +1,151 @@
+//! When backends fail: a refused connection is retried on the next backend, so a dying backend costs clients nothing;
+//! what cannot be retried is answered honestly (502, 504), and a body cut short never looks complete.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{backend_of, client, tally, RawBackend, TestBackend, TestLb};
+
+#[tokio::test]
+async fn a_backend_killed_under_steady_traffic_costs_clients_nothing() {
+    let (b1, b2, b3) = (
+        TestBackend::start(1).await,
+        TestBackend::start(2).await,
+        TestBackend::start(3).await,
+    );
+    // Checks too rare to notice: only the retry on the next backend can save the requests meant for backend 2.
+    let lb = TestLb::builder()
+        .backends(&[&b1, &b2, &b3])
+        .health("interval", "10s")
+        .health("timeout", "1s")
+        .start()
+        .await;
+    lb.wait_serving(&[1, 2, 3]).await;
+
+    let client = client();
+    let mut failures = Vec::new();
+    let mut after_the_kill = Vec::new();
+    for i in 0..300 {
+        if i == 50 {
+            b2.stop().await;
+        }
+        let answer = match client.get(lb.url("/")).send().await {
+            Ok(response) => (response.status().as_u16(), response.text().await),
+            Err(e) => (0, Err(e)),
+        };
+        match answer {
+            (200, Ok(body)) if i >= 50 => after_the_kill.extend(backend_of(&body)),
+            (200, Ok(_)) => {}
+            (status, body) => failures.push(format!("request {i}: {status} {body:?}")),
+        }
+    }
+
+    assert!(
+        failures.is_empty(),
+        "{} of 300 requests failed: {failures:#?}",
+        failures.len()
+    );
+    let answered_after: Vec<u64> = tally(after_the_kill).into_keys().collect();
+    assert_eq!(answered_after, [1, 3]);
+    assert_eq!(
+        lb.count_logs(" down: "),
+        0,
+        "the checks noticed first, so the retry was not tested"
+    );
+}
+
+#[tokio::test]
+async fn every_attempt_refused_means_502() {
+    let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
+    let lb = TestLb::builder()
+        .backends(&[&b1, &b2])
+        .health("interval", "10s")
+        .health("timeout", "1s")
+        .start()
+        .await;
+    lb.wait_serving(&[1, 2]).await;
+
+    b1.stop().await;
+    b2.stop().await;
+
+    let (status, _) = lb.get("/").await;
+    assert_eq!(status, 502);
+}
+
+#[tokio::test]
+async fn a_backend_closing_without_an_answer_means_502_and_no_second_try_there() {
+    let backend = RawBackend::start(b"").await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+
+    let (status, _) = lb.get("/").await;
+
+    assert_eq!(status, 502);
+    assert_eq!(
+        backend.hits(),
+        1,
+        "the request was sent twice to the same backend"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_answering_garbage_means_502() {
+    let backend = RawBackend::start(b"this is not HTTP at all\r\n\r\n").await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+
+    let (status, _) = lb.get("/").await;
+
+    assert_eq!(status, 502);
+}
+
+#[tokio::test]
+async fn a_backend_slower_than_backend_response_means_504() {
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("backend_response", "300ms")
+        .start()
+        .await;
+
+    let started = Instant::now();
+    let (status, _) = lb.get("/slow?ms=3000").await;
+
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        started.elapsed()
+    );
+    let (status, body) = lb.get("/").await;
+    assert_eq!((status, body.as_str()), (200, "hello from backend 1"));
+}
+
+#[tokio::test]
+async fn a_backend_dying_mid_response_never_looks_complete() {
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder().backend(&backend).start().await;
+    let client = client();
+
+    for path in ["/die?bytes=100000", "/die?bytes=100000&chunked=1"] {
+        let Ok(response) = client.get(lb.url(path)).send().await else {
+            continue; // an error before the head is honest too
+        };
+        assert_eq!(response.status(), 200, "{path}");
+        let body = response.bytes().await;
+        assert!(
+            body.is_err(),
+            "{path}: a body cut short looked complete: {:?} bytes",
+            body.map(|b| b.len())
+        );
+    }
+
+    let (status, _) = lb.get("/").await;
+    assert_eq!(
+        status, 200,
+        "lb still serves after a backend died mid-response"
+    );
+}

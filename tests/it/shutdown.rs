@@ -1,0 +1,157 @@
+//! Graceful shutdown: on SIGINT or SIGTERM `lb` refuses new connections, lets the requests in flight finish, closes
+//! idle connections and exits 0; the drain deadline bounds the wait, and a second SIGINT ends it at once.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::harness::{client, wait_until, RawConn, TestBackend, TestLb, PATIENCE};
+
+/// Starts a GET of `path` and waits until the backend has it: from then on the request is in flight.
+async fn in_flight(
+    lb: &TestLb,
+    backend: &TestBackend,
+    path: &str,
+) -> JoinHandle<reqwest::Result<(u16, String)>> {
+    let url = lb.url(path);
+    let request = tokio::spawn(async move {
+        let response = client().get(url).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    });
+    wait_until("the backend has the request", PATIENCE, async || {
+        backend.hits() == 1
+    })
+    .await;
+    request
+}
+
+async fn wait_refused(addr: SocketAddr) {
+    wait_until("new connections are refused", PATIENCE, async || {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigint_lets_the_request_in_flight_finish_and_refuses_new_connections() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder().backend(&backend).start().await;
+    let request = in_flight(&lb, &backend, "/slow?ms=1500").await;
+
+    lb.signal("INT").await;
+    let signalled = Instant::now();
+    wait_refused(lb.addr()).await;
+
+    let answer = request
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert_eq!(answer, (200, "hello from backend 1".to_owned()));
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "the drain waited for its 5 s deadline"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_same_way() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder().backend(&backend).start().await;
+    let request = in_flight(&lb, &backend, "/slow?ms=800").await;
+
+    lb.signal("TERM").await;
+    wait_refused(lb.addr()).await;
+
+    let answer = request
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert_eq!(answer, (200, "hello from backend 1".to_owned()));
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_the_exit() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("drain", "10s")
+        .start()
+        .await;
+    let mut idle = RawConn::connect(lb.addr()).await;
+    idle.send(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    assert_eq!(idle.response().await.status, 200);
+
+    let signalled = Instant::now();
+    lb.signal("INT").await;
+
+    assert_eq!(
+        idle.read_until_closed(PATIENCE).await,
+        b"",
+        "the idle connection was not closed"
+    );
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "an idle connection held lb until the deadline"
+    );
+}
+
+#[tokio::test]
+async fn the_drain_deadline_bounds_the_wait() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder()
+        .backend(&backend)
+        .arg("--drain-timeout")
+        .arg("1s")
+        .start()
+        .await;
+    let _request = in_flight(&lb, &backend, "/slow?ms=30000").await;
+
+    let signalled = Instant::now();
+    lb.signal("INT").await;
+    let status = lb.wait_exit(PATIENCE).await;
+
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "exited after {waited:?}, before the deadline"
+    );
+    assert!(
+        waited < Duration::from_secs(4),
+        "exited after {waited:?}, long after the 1 s deadline"
+    );
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_second_sigint_exits_at_once_with_130() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("drain", "20s")
+        .start()
+        .await;
+    let _request = in_flight(&lb, &backend, "/slow?ms=30000").await;
+    lb.signal("INT").await;
+    wait_refused(lb.addr()).await;
+
+    let again = Instant::now();
+    lb.signal("INT").await;
+    let status = lb.wait_exit(PATIENCE).await;
+
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        again.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        again.elapsed()
+    );
+}
