@@ -63,7 +63,13 @@ pub async fn serve(
         }
         // A box keeps the connection's own future small while it waits: the exchange's state lives only while
         // there is an exchange.
-        let keep_alive = Box::pin(exchange(&mut client, &proxy, timeouts.client_header, &shutdown)).await;
+        let keep_alive = Box::pin(exchange(
+            &mut client,
+            &proxy,
+            timeouts.client_header,
+            &shutdown,
+        ))
+        .await;
         if !keep_alive {
             return;
         }
@@ -75,7 +81,12 @@ pub async fn serve(
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
-async fn exchange(client: &mut Client, proxy: &Proxy, header_timeout: Duration, shutdown: &CancellationToken) -> bool {
+async fn exchange(
+    client: &mut Client,
+    proxy: &Proxy,
+    header_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
     let read = tokio::time::timeout(header_timeout, read_head(client)).await;
     let (head, raw) = match read {
         Ok(Ok(Some(head))) => head,
@@ -97,7 +108,9 @@ async fn exchange(client: &mut Client, proxy: &Proxy, header_timeout: Duration, 
             return false;
         }
     };
-    proxy.handle(client, &head, &raw, shutdown.is_cancelled()).await
+    proxy
+        .handle(client, &head, &raw, shutdown.is_cancelled())
+        .await
 }
 
 enum HeadError {

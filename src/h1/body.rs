@@ -74,7 +74,11 @@ async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, pending: &mut Vec<u8>) -> Res
 }
 
 /// Sends `pending` and then `bytes`, in one write when `pending` is small (a head with the body's start).
-async fn send<W: AsyncWrite + Unpin>(dst: &mut W, pending: &mut Vec<u8>, bytes: &[u8]) -> Result<(), BodyError> {
+async fn send<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut Vec<u8>,
+    bytes: &[u8],
+) -> Result<(), BodyError> {
     if pending.is_empty() {
         return dst.write_all(bytes).await.map_err(BodyError::Write);
     }
@@ -106,7 +110,9 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
-        let take = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let take = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         send(dst, pending, &buf[..take]).await?;
         buf.advance(take);
         remaining -= take as u64;

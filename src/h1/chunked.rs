@@ -20,9 +20,13 @@ pub struct ChunkError(pub &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading the hex digits of a size; `digits` so far.
-    Size { digits: u32 },
+    Size {
+        digits: u32,
+    },
     /// After the size: extensions up to CR.
-    Extension { length: u32 },
+    Extension {
+        length: u32,
+    },
     /// Expecting the LF of the size line.
     SizeLf,
     /// Inside a chunk's data.
@@ -33,7 +37,9 @@ enum State {
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
     /// Inside a trailer line.
-    Trailer { length: u32 },
+    Trailer {
+        length: u32,
+    },
     TrailerLf,
     /// Expecting the LF of the final empty line.
     EndLf,
@@ -64,7 +70,11 @@ impl ChunkedReader {
 
     /// Reads as much of `input` as belongs to the body. Returns how many bytes that was (the rest belongs to
     /// whatever follows the body) and calls `data` with the ranges of `input` that are chunk data.
-    pub fn read(&mut self, input: &[u8], mut data: impl FnMut(Range<usize>)) -> Result<usize, ChunkError> {
+    pub fn read(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(Range<usize>),
+    ) -> Result<usize, ChunkError> {
         let mut at = 0;
         while at < input.len() {
             if self.state == State::Data {
@@ -95,7 +105,9 @@ impl ChunkedReader {
                 self.size = self.size * 16 + u64::from(hex_value(byte));
                 State::Size { digits: digits + 1 }
             }
-            (State::Size { digits: 0 }, _) => return Err(ChunkError("chunk size is not a hex number")),
+            (State::Size { digits: 0 }, _) => {
+                return Err(ChunkError("chunk size is not a hex number"))
+            }
             (State::Size { .. }, b';' | b' ' | b'\t') => State::Extension { length: 1 },
             (State::Size { .. }, b'\r') => State::SizeLf,
             (State::Size { .. }, _) => return Err(ChunkError("chunk size is not a hex number")),
@@ -132,7 +144,9 @@ impl ChunkedReader {
             (State::TrailerStart | State::Trailer { .. }, _) => {
                 return Err(ChunkError("bad byte in trailer"))
             }
-            (State::TrailerLf | State::EndLf, _) => return Err(ChunkError("trailer line not ended by CRLF")),
+            (State::TrailerLf | State::EndLf, _) => {
+                return Err(ChunkError("trailer line not ended by CRLF"))
+            }
             (State::Data | State::Done, _) => unreachable!("handled by the caller"),
         };
         Ok(())
@@ -176,7 +190,10 @@ mod tests {
         let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\nGET / HTTP/1.1\r\n";
         for step in [1, 2, 3, 7, body.len()] {
             let (consumed, data, done) = run(body, step).unwrap();
-            assert_eq!(&body[..consumed], b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n");
+            assert_eq!(
+                &body[..consumed],
+                b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n"
+            );
             assert_eq!(data, b"hello!");
             assert!(done);
         }
@@ -207,7 +224,11 @@ mod tests {
             b"0\r\n folded\r\n\r\n",
             b"0\r\n\n",
         ] {
-            assert!(run(bad, 1).is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
+            assert!(
+                run(bad, 1).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use http::{Method, StatusCode};
 
-use super::{contains_token, parse_content_length, offset, BodyLength, Header, MAX_HEADERS};
+use super::{contains_token, offset, parse_content_length, BodyLength, Header, MAX_HEADERS};
 
 /// Request heads larger than this get 431.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -57,12 +57,18 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return check_partial(buf).map(|()| None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields"))
+            return Err(refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ))
         }
         Err(_) => return Err(bad("malformed request head")),
     };
     if length > MAX_HEAD {
-        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+        return Err(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ));
     }
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("bad method"))?;
@@ -74,7 +80,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     let mut target = offset(buf, target_str.as_bytes());
     let mut authority = None;
     if method == Method::CONNECT {
-        return Err(refuse(StatusCode::NOT_IMPLEMENTED, "CONNECT is not supported"));
+        return Err(refuse(
+            StatusCode::NOT_IMPLEMENTED,
+            "CONNECT is not supported",
+        ));
     }
     match target_str.as_bytes().first() {
         Some(b'/') => {}
@@ -104,7 +113,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             if content_length.is_some() {
                 return Err(bad("more than one Content-Length"));
             }
-            content_length = Some(parse_content_length(field.value).ok_or(bad("bad Content-Length"))?);
+            content_length =
+                Some(parse_content_length(field.value).ok_or(bad("bad Content-Length"))?);
         } else if lower.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
             for coding in field.value.split(|&b| b == b',') {
@@ -138,7 +148,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
         }
         if other_coding {
-            return Err(refuse(StatusCode::NOT_IMPLEMENTED, "unsupported transfer coding"));
+            return Err(refuse(
+                StatusCode::NOT_IMPLEMENTED,
+                "unsupported transfer coding",
+            ));
         }
         if !chunked_last {
             return Err(bad("Transfer-Encoding without chunked"));
@@ -163,7 +176,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         headers,
         host: authority.or(host),
         body,
-        keep_alive: if minor == 1 { !close } else { keep_alive && !close },
+        keep_alive: if minor == 1 {
+            !close
+        } else {
+            keep_alive && !close
+        },
         has_connection,
     };
     Ok(Some((head, length)))
@@ -176,7 +193,10 @@ fn check_partial(buf: &[u8]) -> Result<(), Refusal> {
         return Err(refuse(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     if buf.len() >= MAX_HEAD {
-        return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+        return Err(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        ));
     }
     Ok(())
 }
@@ -210,8 +230,14 @@ fn split_absolute(target: &str) -> Option<(Range<usize>, Range<usize>)> {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -220,7 +246,10 @@ mod tests {
     use super::*;
 
     fn ok(raw: &str) -> RequestHead {
-        parse(raw.as_bytes()).expect("accepted").expect("complete").0
+        parse(raw.as_bytes())
+            .expect("accepted")
+            .expect("complete")
+            .0
     }
 
     fn refused(raw: &str) -> StatusCode {
@@ -299,11 +328,17 @@ mod tests {
 
     #[test]
     fn limits() {
-        let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(MAX_TARGET));
+        let long_target = format!(
+            "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_TARGET)
+        );
         assert_eq!(refused(&long_target), StatusCode::URI_TOO_LONG);
         let unfinished_target = format!("GET /{}", "a".repeat(MAX_TARGET + 2000));
         assert_eq!(refused(&unfinished_target), StatusCode::URI_TOO_LONG);
-        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n",
+            "a".repeat(MAX_HEAD)
+        );
         assert_eq!(refused(&big), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         let many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");

@@ -34,11 +34,14 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
     let mut response = httparse::Response::new(&mut slots);
     let length = match response.parse(buf) {
         Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(BadResponse("head too large")),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(BadResponse("head too large"))
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BadResponse("malformed head")),
     };
-    let status = StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| BadResponse("bad status"))?;
+    let status =
+        StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| BadResponse("bad status"))?;
     let minor = response.version.unwrap_or(1);
     let reason = offset(buf, response.reason.unwrap_or_default().as_bytes());
 
@@ -52,7 +55,8 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let length = parse_content_length(field.value).ok_or(BadResponse("bad Content-Length"))?;
+            let length =
+                parse_content_length(field.value).ok_or(BadResponse("bad Content-Length"))?;
             if content_length.is_some_and(|seen| seen != length) {
                 return Err(BadResponse("conflicting Content-Length"));
             }
@@ -80,7 +84,11 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let mut keep_alive = if minor == 1 { !close } else { keep_alive && !close };
+    let mut keep_alive = if minor == 1 {
+        !close
+    } else {
+        keep_alive && !close
+    };
     let body = if no_body {
         BodyLength::Empty
     } else if transfer_encoding {
@@ -127,21 +135,53 @@ mod tests {
 
     #[test]
     fn framings() {
-        assert_eq!(ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).body, BodyLength::Length(5));
-        assert_eq!(ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).body, BodyLength::Empty);
-        assert_eq!(ok("HTTP/1.1 204 No Content\r\n\r\n", false).body, BodyLength::Empty);
-        assert_eq!(ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false).body, BodyLength::Empty);
-        let chunked = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
-        assert_eq!((chunked.body, chunked.keep_alive), (BodyLength::Chunked, true));
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).body,
+            BodyLength::Length(5)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).body,
+            BodyLength::Empty
+        );
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\n\r\n", false).body,
+            BodyLength::Empty
+        );
+        assert_eq!(
+            ok(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            )
+            .body,
+            BodyLength::Empty
+        );
+        let chunked = ok(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            (chunked.body, chunked.keep_alive),
+            (BodyLength::Chunked, true)
+        );
         let until_close = ok("HTTP/1.0 200 OK\r\n\r\n", false);
-        assert_eq!((until_close.body, until_close.keep_alive), (BodyLength::UntilClose, false));
-        let both = ok("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert_eq!(
+            (until_close.body, until_close.keep_alive),
+            (BodyLength::UntilClose, false)
+        );
+        let both = ok(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
         assert_eq!((both.body, both.keep_alive), (BodyLength::Chunked, false));
     }
 
     #[test]
     fn refuses_ambiguous_lengths() {
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", false).is_err());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", false).is_err());
         assert!(parse(b"garbage\r\n\r\n", false).is_err());
     }

@@ -46,7 +46,13 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// The request head the backend gets, for a request from `client`. `backend` is the Host used when the client
 /// sent none (HTTP/1.0).
-pub fn request_head(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, client: IpAddr, backend: &str) {
+pub fn request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client: IpAddr,
+    backend: &str,
+) {
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     let target = &buf[head.target.clone()];
@@ -191,7 +197,13 @@ mod tests {
     fn forwarded(raw: &str, client: &str) -> String {
         let (head, _) = request::parse(raw.as_bytes()).unwrap().unwrap();
         let mut out = Vec::new();
-        request_head(&mut out, raw.as_bytes(), &head, client.parse().unwrap(), "10.0.0.1:80");
+        request_head(
+            &mut out,
+            raw.as_bytes(),
+            &head,
+            client.parse().unwrap(),
+            "10.0.0.1:80",
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -213,9 +225,15 @@ mod tests {
     #[test]
     fn http10_without_host_gets_the_backend_as_host() {
         let out = forwarded("GET / HTTP/1.0\r\n\r\n", "::1");
-        assert!(out.starts_with("GET / HTTP/1.1\r\nhost: 10.0.0.1:80\r\n"), "{out}");
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nhost: 10.0.0.1:80\r\n"),
+            "{out}"
+        );
         assert!(out.contains("x-forwarded-for: ::1\r\n"), "{out}");
-        assert!(out.contains("forwarded: for=\"[::1]\";proto=http\r\n"), "{out}");
+        assert!(
+            out.contains("forwarded: for=\"[::1]\";proto=http\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -242,6 +260,9 @@ mod tests {
         error_response(&mut out, StatusCode::SERVICE_UNAVAILABLE, false);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{text}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
     }
 }

@@ -66,10 +66,19 @@ impl Proxy {
 
     /// Proxies one request whose head (`raw`, parsed as `head`) was read from `client`, and writes the answer.
     /// Returns whether the client connection can carry another request.
-    pub async fn handle(&self, client: &mut Client, head: &RequestHead, raw: &Bytes, draining: bool) -> bool {
+    pub async fn handle(
+        &self,
+        client: &mut Client,
+        head: &RequestHead,
+        raw: &Bytes,
+        draining: bool,
+    ) -> bool {
         let started = Instant::now();
         let snapshot = self.routing.load_full();
-        let (status, backend, keep_alive) = match self.forward(&snapshot, client, head, raw, draining).await {
+        let (status, backend, keep_alive) = match self
+            .forward(&snapshot, client, head, raw, draining)
+            .await
+        {
             Ok(done) => (done.status, Some(done.backend), done.keep_alive),
             Err((error, broken)) => {
                 tracing::warn!(client = %client.peer, method = %head.method, target = %target(head, raw), %error, "request failed");
@@ -124,10 +133,17 @@ impl Proxy {
             };
             tried.push(index);
             let backend = &backends[index];
-            let lease = match self.pool.lease(backend.addr, snapshot.timeouts.connect).await {
+            let lease = match self
+                .pool
+                .lease(backend.addr, snapshot.timeouts.connect)
+                .await
+            {
                 Ok(lease) => lease,
                 Err(error) => {
-                    backend.state.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    backend
+                        .state
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     let reason = error.to_string();
                     tracing::warn!(backend = backend.id, addr = %backend.addr, %reason, "backend unreachable, trying the next one");
                     last_failure = Some(reason);
@@ -137,7 +153,9 @@ impl Proxy {
             out.clear();
             write::request_head(&mut out, raw, head, client.peer.ip(), &backend.authority);
             match self
-                .exchange(snapshot, backend, lease, client, head, &mut out, replayable, draining)
+                .exchange(
+                    snapshot, backend, lease, client, head, &mut out, replayable, draining,
+                )
                 .await
             {
                 Ok(done) => {
@@ -177,10 +195,23 @@ impl Proxy {
         // The request goes out while the response head is awaited.
         let mut request_sent = false;
         let received = {
-            let send = body::forward(&mut client_read, &mut client.buf, &mut up_write, out, head.body, false);
+            let send = body::forward(
+                &mut client_read,
+                &mut client.buf,
+                &mut up_write,
+                out,
+                head.body,
+                false,
+            );
             let receive = tokio::time::timeout(
                 snapshot.timeouts.backend_response,
-                receive_head(&mut up_read, &mut up_buf, head_request, &mut client_write, http11),
+                receive_head(
+                    &mut up_read,
+                    &mut up_buf,
+                    head_request,
+                    &mut client_write,
+                    http11,
+                ),
             );
             let mut send = pin!(send);
             let mut receive = pin!(receive);
@@ -249,7 +280,16 @@ impl Proxy {
         out.clear();
         write::response_head(out, &raw_response, &response, framing);
         let status = response.status;
-        if let Err(error) = body::forward(&mut up_read, &mut up_buf, &mut client_write, out, response.body, dechunk).await {
+        if let Err(error) = body::forward(
+            &mut up_read,
+            &mut up_buf,
+            &mut client_write,
+            out,
+            response.body,
+            dechunk,
+        )
+        .await
+        {
             let reason = if error.is_source() {
                 format!("backend failed mid-response: {error}")
             } else {
@@ -277,7 +317,10 @@ impl Proxy {
 /// Why no response head came back.
 enum Receive {
     /// The backend closed or reset the connection; `answered`: some response bytes had arrived.
-    Closed { reason: String, answered: bool },
+    Closed {
+        reason: String,
+        answered: bool,
+    },
     Bad(BadResponse),
     /// Forwarding an informational response to the client failed.
     ClientGone,
@@ -295,14 +338,18 @@ async fn receive_head(
     loop {
         if !up_buf.is_empty() {
             answered = true;
-            if let Some((head, length)) = response::parse(up_buf, head_request).map_err(Receive::Bad)? {
+            if let Some((head, length)) =
+                response::parse(up_buf, head_request).map_err(Receive::Bad)?
+            {
                 let raw = up_buf.split_to(length).freeze();
                 if !head.status.is_informational() {
                     return Ok((head, raw));
                 }
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
                     // We never forward Upgrade, so a backend switching protocols is not speaking to us.
-                    return Err(Receive::Bad(BadResponse("unexpected 101 Switching Protocols")));
+                    return Err(Receive::Bad(BadResponse(
+                        "unexpected 101 Switching Protocols",
+                    )));
                 }
                 if http11 {
                     let mut out = Vec::with_capacity(raw.len());
@@ -312,7 +359,10 @@ async fn receive_head(
                         http10: false,
                     };
                     write::response_head(&mut out, &raw, &head, framing);
-                    client_write.write_all(&out).await.map_err(|_| Receive::ClientGone)?;
+                    client_write
+                        .write_all(&out)
+                        .await
+                        .map_err(|_| Receive::ClientGone)?;
                 }
                 continue;
             }

@@ -64,9 +64,16 @@ pub struct Lease {
 
 impl Pool {
     /// An idle connection to `addr` that still looks open, or a new one.
-    pub async fn lease(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Lease, ConnectError> {
+    pub async fn lease(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ConnectError> {
         if let Some(stream) = self.take_idle(addr) {
-            return Ok(Lease { stream, reused: true });
+            return Ok(Lease {
+                stream,
+                reused: true,
+            });
         }
         let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
@@ -74,7 +81,10 @@ impl Pool {
             Ok(Ok(stream)) => stream,
         };
         let _ = stream.set_nodelay(true);
-        Ok(Lease { stream, reused: false })
+        Ok(Lease {
+            stream,
+            reused: false,
+        })
     }
 
     fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
