@@ -148,9 +148,35 @@ async fn read_head(client: &mut Client) -> Result<Option<(RequestHead, Bytes)>, 
 async fn refuse(client: &mut Client, status: StatusCode) {
     let mut out = Vec::with_capacity(192);
     write::error_response(&mut out, status, true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        client.stream.write_all(&out).await?;
-        client.stream.shutdown().await
+    if tokio::time::timeout(LINGER, client.stream.write_all(&out))
+        .await
+        .is_ok()
+    {
+        linger_close(&mut client.stream).await;
+    }
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(1);
+/// How much it reads at most before closing anyway.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Closes our side after a final answer, then reads (and drops) what the client still sends for a moment.
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the answer before the
+/// client reads it: nginx's "lingering close" avoids that, and so do we.
+pub async fn linger_close(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
     })
     .await;
 }

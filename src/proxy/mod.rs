@@ -85,11 +85,15 @@ impl Proxy {
                 if broken {
                     (error.status(), None, false)
                 } else {
-                    // The request body may be partly unread: the connection cannot be trusted for another request.
+                    // Without a body nothing of the request is left unread, so the connection stays usable.
+                    let clean = head.body == BodyLength::Empty && head.keep_alive && !draining;
                     let mut out = Vec::with_capacity(192);
-                    write::error_response(&mut out, error.status(), true);
-                    let _ = client.stream.write_all(&out).await;
-                    (error.status(), None, false)
+                    write::error_response(&mut out, error.status(), !clean);
+                    let written = client.stream.write_all(&out).await.is_ok();
+                    if written && !clean {
+                        crate::connection::linger_close(&mut client.stream).await;
+                    }
+                    (error.status(), None, written && clean)
                 }
             }
         };
