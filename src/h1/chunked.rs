@@ -36,7 +36,11 @@ enum State {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    /// Inside a trailer line.
+    /// Inside a trailer field's name (a token, up to the colon).
+    TrailerName {
+        length: u32,
+    },
+    /// Inside a trailer field's value.
     Trailer {
         length: u32,
     },
@@ -131,7 +135,14 @@ impl ChunkedReader {
             (State::DataLf, _) => return Err(ChunkError("chunk data not ended by CRLF")),
             (State::TrailerStart, b'\r') => State::EndLf,
             (State::TrailerStart, b' ' | b'\t') => return Err(ChunkError("folded trailer line")),
-            (State::TrailerStart, _) if is_line_byte(byte) => State::Trailer { length: 1 },
+            (State::TrailerStart, _) if is_token_byte(byte) => State::TrailerName { length: 1 },
+            (State::TrailerName { length }, b':') => State::Trailer { length: length + 1 },
+            (State::TrailerName { length }, _) if is_token_byte(byte) && length < MAX_LINE => {
+                State::TrailerName { length: length + 1 }
+            }
+            (State::TrailerName { .. }, _) => {
+                return Err(ChunkError("trailer line is not a header field"))
+            }
             (State::Trailer { .. }, b'\r') => State::TrailerLf,
             (State::Trailer { length }, _) if is_line_byte(byte) => {
                 if length >= MAX_LINE {
@@ -159,6 +170,11 @@ fn hex_value(byte: u8) -> u8 {
         b'a'..=b'f' => byte - b'a' + 10,
         _ => byte - b'A' + 10,
     }
+}
+
+/// RFC 9110 `tchar`: what a field name is made of.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// Visible characters, space, tab and obs-text: anything but controls (CR, LF, NUL...) and DEL.
@@ -222,6 +238,8 @@ mod tests {
             b"5;a\x00b\r\nhello\r\n",
             b"0\r\nX: 1\n\r\n",
             b"0\r\n folded\r\n\r\n",
+            b"0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"0\r\nX : 1\r\n\r\n",
             b"0\r\n\n",
         ] {
             assert!(

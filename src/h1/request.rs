@@ -64,6 +64,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         }
         Err(_) => return Err(bad("malformed request head")),
     };
+    // httparse accepts a bare LF as a line end; a backend or a cache in front of us may not agree on where the
+    // line ends, so only CRLF is taken.
+    if buf[..length]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Err(bad("line not ended by CRLF"));
+    }
     if length > MAX_HEAD {
         return Err(refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -314,6 +323,8 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\n\r\n",
         ];
         for raw in cases {
             assert_eq!(refused(raw), StatusCode::BAD_REQUEST, "{raw:?}");
