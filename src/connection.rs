@@ -1,74 +1,37 @@
-//! One client connection: hyper's HTTP/1 server, our proxy as its service, and the connection's timeouts.
+//! One client connection: read a request head, hand it to the proxy, repeat while keep-alive allows.
 //!
-//! hyper's own header-read timer closes a slow connection without a word and starts at the end of the previous
-//! response, so it cannot tell a slowloris from an idle keep-alive client. We keep the two apart by watching the
-//! connection's phase: *Head* (reading a request head: the first bytes of a request arrived, or the connection is
-//! new), *Busy* (a request is being proxied) and *Idle* (between requests). A head that does not arrive within
-//! `client_header` gets `408` and a close; an idle connection is closed silently after `idle`; a busy one has no
-//! deadline here (the proxy bounds the wait for the backend). On shutdown hyper is told to finish the request in
-//! flight and then close.
+//! The connection has three phases with their own deadline: waiting for a request (`idle`, closed silently when
+//! it runs out; a new connection waits `client_header`), reading a head (`client_header` from its first byte: a
+//! slowloris gets `408` and a close), and proxying (bounded by the proxy's own timeouts). While waiting, the
+//! connection holds no buffer: memory for a head is taken when bytes arrive and given back when the exchange is
+//! over, so thousands of idle keep-alive clients cost little. On shutdown, a waiting connection closes at once and
+//! a busy one closes after its response.
 
-use std::cell::Cell;
-use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Timeouts;
-use crate::proxy::{ClientBody, Proxy};
+use crate::h1::request::{self, RequestHead};
+use crate::h1::write;
+use crate::proxy::Proxy;
 
-/// The largest request head accepted (request line and headers); beyond it hyper answers 431.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header fields in one request; beyond it hyper answers 431.
-const MAX_HEADERS: usize = 128;
+/// The first allocation for a request head; it grows up to the head limit.
+const HEAD_BUFFER: usize = 4 * 1024;
 
-const REQUEST_TIMEOUT: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n\
-content-length: 20\r\nconnection: close\r\n\r\n408 Request Timeout\n";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Head,
-    Busy,
-    Idle,
-}
-
-/// The phase of one connection, shared by its stream, its service and its response bodies (all on one thread).
-struct Watch {
-    phase: Cell<Phase>,
-    since: Cell<Instant>,
-    /// Whether the client sent anything yet: a connection that never did is closed without a 408.
-    spoke: Cell<bool>,
-}
-
-impl Watch {
-    fn set(&self, phase: Phase) {
-        self.phase.set(phase);
-        self.since.set(Instant::now());
-    }
-
-    /// When the current phase runs out, if it can.
-    fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
-        match self.phase.get() {
-            Phase::Head => Some(self.since.get() + timeouts.client_header),
-            Phase::Idle => Some(self.since.get() + timeouts.idle),
-            Phase::Busy => None,
-        }
-    }
+/// A client connection as the proxy sees it: the socket, who is on the other end, and bytes read but not yet
+/// used (a body's start, or a pipelined request).
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub buf: BytesMut,
 }
 
 /// Serves one client connection until it closes, times out, or finishes its last request after shutdown.
@@ -80,181 +43,140 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let watch = Rc::new(Watch {
-        phase: Cell::new(Phase::Head),
-        since: Cell::new(Instant::now()),
-        spoke: Cell::new(false),
-    });
-    let service = {
-        let watch = watch.clone();
-        service_fn(move |request| {
-            watch.set(Phase::Busy);
-            let proxy = proxy.clone();
-            let watch = watch.clone();
-            async move {
-                let response = proxy.handle(request, peer).await;
-                Ok::<_, std::convert::Infallible>(response.map(|body| WatchedBody {
-                    inner: body,
-                    watch: Some(watch),
-                }))
-            }
-        })
-    };
-    let io = TokioIo::new(WatchedStream {
+    let mut client = Client {
         stream,
-        watch: watch.clone(),
-    });
-    let mut connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_header_size(MAX_HEAD)
-        .max_headers(MAX_HEADERS)
-        .serve_connection(io, service);
+        peer,
+        buf: BytesMut::new(),
+    };
+    let mut wait = timeouts.client_header;
+    loop {
+        if client.buf.is_empty() {
+            let ready = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ready = tokio::time::timeout(wait, client.stream.readable()) => ready,
+            };
+            match ready {
+                Err(_) => return tracing::trace!(%peer, "idle client connection closed"),
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "client connection error"),
+                Ok(Ok(())) => {}
+            }
+        }
+        // A box keeps the connection's own future small while it waits: the exchange's state lives only while
+        // there is an exchange.
+        let keep_alive = Box::pin(exchange(
+            &mut client,
+            &proxy,
+            timeouts.client_header,
+            &shutdown,
+        ))
+        .await;
+        if !keep_alive {
+            return;
+        }
+        if client.buf.is_empty() {
+            client.buf = BytesMut::new();
+        }
+        wait = timeouts.idle;
+    }
+}
 
-    let mut cancelled = pin!(shutdown.cancelled());
-    let mut draining = false;
-    let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::ZERO));
-    let ended = poll_fn(|cx| {
-        if !draining && cancelled.as_mut().poll(cx).is_ready() {
-            draining = true;
-            Pin::new(&mut connection).graceful_shutdown();
+/// Reads one request head and proxies the request. Returns whether the connection may carry another request.
+async fn exchange(
+    client: &mut Client,
+    proxy: &Proxy,
+    header_timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let read = tokio::time::timeout(header_timeout, read_head(client)).await;
+    let (head, raw) = match read {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => return false,
+        Ok(Err(HeadError::Io(error))) => {
+            tracing::debug!(peer = %client.peer, %error, "client connection error");
+            return false;
         }
-        if let Poll::Ready(result) = Pin::new(&mut connection).poll(cx) {
-            return Poll::Ready(End::Closed(result));
+        Ok(Err(HeadError::Refused(refusal))) => {
+            tracing::debug!(peer = %client.peer, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
+            refuse(client, refusal.status).await;
+            return false;
         }
-        // The phase may have changed while hyper ran: re-arm the timer for the phase we are in now.
-        let Some(deadline) = watch.deadline(&timeouts) else {
-            return Poll::Pending;
-        };
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+        Err(_) => {
+            if !client.buf.is_empty() {
+                tracing::debug!(peer = %client.peer, "client sent no complete request head in time: 408");
+                refuse(client, StatusCode::REQUEST_TIMEOUT).await;
+            }
+            return false;
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(End::TimedOut(watch.phase.get())),
-            Poll::Pending => Poll::Pending,
+    };
+    proxy
+        .handle(client, &head, &raw, shutdown.is_cancelled())
+        .await
+}
+
+enum HeadError {
+    Io(io::Error),
+    Refused(request::Refusal),
+}
+
+/// Reads until a whole request head is in the buffer, and splits it off. `None`: the client closed cleanly.
+async fn read_head(client: &mut Client) -> Result<Option<(RequestHead, Bytes)>, HeadError> {
+    loop {
+        if !client.buf.is_empty() {
+            if let Some((head, length)) = request::parse(&client.buf).map_err(HeadError::Refused)? {
+                return Ok(Some((head, client.buf.split_to(length).freeze())));
+            }
+        }
+        if client.buf.capacity() - client.buf.len() < 512 {
+            let grow = client.buf.capacity().clamp(HEAD_BUFFER, request::MAX_HEAD);
+            client.buf.reserve(grow);
+        }
+        match client.stream.read_buf(&mut client.buf).await {
+            Ok(0) if client.buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(HeadError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed in the middle of a request head",
+                )))
+            }
+            Ok(_) => {}
+            Err(error) => return Err(HeadError::Io(error)),
+        }
+    }
+}
+
+/// Answers a request we will not forward, and closes.
+async fn refuse(client: &mut Client, status: StatusCode) {
+    let mut out = Vec::with_capacity(192);
+    write::error_response(&mut out, status, true);
+    if tokio::time::timeout(LINGER, client.stream.write_all(&out))
+        .await
+        .is_ok()
+    {
+        linger_close(&mut client.stream).await;
+    }
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(1);
+/// How much it reads at most before closing anyway.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Closes our side after a final answer, then reads (and drops) what the client still sends for a moment.
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the answer before the
+/// client reads it: nginx's "lingering close" avoids that, and so do we.
+pub async fn linger_close(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
         }
     })
     .await;
-
-    match ended {
-        End::Closed(Ok(())) => {}
-        End::Closed(Err(error)) => tracing::debug!(%peer, %error, "client connection error"),
-        End::TimedOut(Phase::Head) if watch.spoke.get() => {
-            tracing::debug!(%peer, "client sent no complete request head in time: 408");
-            let mut stream = connection.into_parts().io.into_inner().stream;
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                stream.write_all(REQUEST_TIMEOUT).await?;
-                stream.shutdown().await
-            })
-            .await;
-        }
-        End::TimedOut(phase) => tracing::debug!(%peer, ?phase, "client connection timed out"),
-    }
-}
-
-enum End {
-    Closed(Result<(), hyper::Error>),
-    TimedOut(Phase),
-}
-
-pin_project! {
-    /// The client's socket, noting when the first bytes of a new request head arrive.
-    struct WatchedStream {
-        #[pin]
-        stream: TcpStream,
-        watch: Rc<Watch>,
-    }
-}
-
-impl AsyncRead for WatchedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let polled = this.stream.poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.watch.spoke.set(true);
-            if this.watch.phase.get() == Phase::Idle {
-                this.watch.set(Phase::Head);
-            }
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for WatchedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().stream.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().stream.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().stream.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().stream.poll_shutdown(cx)
-    }
-}
-
-/// A response body that marks the connection idle once it has been sent (or dropped).
-struct WatchedBody {
-    inner: ClientBody,
-    watch: Option<Rc<Watch>>,
-}
-
-impl WatchedBody {
-    fn done(&mut self) {
-        if let Some(watch) = self.watch.take() {
-            watch.set(Phase::Idle);
-        }
-    }
-}
-
-impl Body for WatchedBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.done();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for WatchedBody {
-    fn drop(&mut self) {
-        self.done();
-    }
 }

@@ -7,7 +7,8 @@
 //! - [`config`]: the file formats and the one validation step that builds a [`config::Config`].
 //! - [`server`]: worker threads (one current-thread runtime per core), listeners, graceful drain. The public
 //!   [`Server`] handle starts everything and reports the bound address.
-//! - `connection`: one client connection: hyper's HTTP/1 server plus the header (408) and idle timeouts.
+//! - `connection`: one client connection: read a head, hand it to the proxy, keep-alive, the 408 and idle timeouts.
+//! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming.
 //! - `proxy`: one request's journey: pick a backend, forward, retry, answer 502/503/504.
 //! - `balance`: how a backend is chosen (round robin), given a filter for health and retries.
 //! - `upstream`: backend identity and live state, the routing snapshot, the per-thread connection pool.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 mod connection;
 pub mod demo;
+mod h1;
 mod health;
 mod proxy;
 mod server;

@@ -1,41 +1,59 @@
 //! One request's journey: pick a backend, forward the request, retry where that is safe, answer.
 //!
 //! The retry rule (as Pingora's): a request may go to another backend whenever nothing of it was sent (the
-//! connection could not be made, or a pooled connection turned out closed before the request went out). Once bytes
-//! reached a backend, it is resent only if its method is idempotent and it has no body, and never to the same
-//! backend. Every failure ends as one answer: 503 (nothing healthy), 502 (attempts failed), 504 (no response head
-//! in time).
+//! connection could not be made). Once bytes reached a backend, it is resent only if its method is idempotent and
+//! it has no body, and never to the same backend. Every failure ends as one answer: 503 (nothing healthy), 502
+//! (attempts failed, or a response that cannot be forwarded safely), 504 (no response head in time); a backend
+//! that fails after its response started makes us close the client connection, so a cut body never looks whole.
+//!
+//! The request body and the response head travel at the same time, so `Expect: 100-continue` and backends that
+//! answer before reading the whole body both work.
 
 mod error;
-mod headers;
 
-use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
-use http_body_util::{Either, Empty, Full};
-use hyper::body::Incoming;
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 pub use error::ProxyError;
 
-use crate::upstream::{Backend, Pool, PooledBody, Routing, Snapshot};
-
-/// The body sent to a backend: the client's, streamed, or none for a resent request.
-pub type ProxyBody = Either<Incoming, Empty<Bytes>>;
-/// The body sent to the client: a backend's, streamed, or one of ours (an error page).
-pub type ClientBody = Either<PooledBody, Full<Bytes>>;
-
-/// Request targets longer than this get 414 (nginx allows 8 KiB, HAProxy about 16 KiB).
-pub const MAX_URI_LEN: usize = 16 * 1024;
+use crate::connection::Client;
+use crate::h1::body::{self, BodyError};
+use crate::h1::request::RequestHead;
+use crate::h1::response::{self, BadResponse, ResponseHead};
+use crate::h1::write::{self, ClientFraming};
+use crate::h1::BodyLength;
+use crate::upstream::{describe_io, Backend, Lease, Pool, Routing, Snapshot};
 
 /// What a worker thread needs to proxy: the shared routing state and its own connection pool.
 pub struct Proxy {
     routing: Arc<Routing>,
     pool: Rc<Pool>,
+}
+
+/// How an exchange that reached the client ended.
+struct Delivered {
+    status: StatusCode,
+    backend: u64,
+    /// The client connection can carry another request.
+    keep_alive: bool,
+}
+
+/// A failed attempt on one backend.
+enum Attempt {
+    /// Nothing reached the backend, or the request may be resent: try the next backend.
+    Retry(String),
+    /// Nothing was written to the client yet: answer with the error's status.
+    Fail(ProxyError),
+    /// The response had started: the client connection must be closed.
+    Broken(ProxyError),
 }
 
 impl Proxy {
@@ -46,190 +64,329 @@ impl Proxy {
         }
     }
 
-    /// Proxies one request from `client` and returns what the client should get.
+    /// Proxies one request whose head (`raw`, parsed as `head`) was read from `client`, and writes the answer.
+    /// Returns whether the client connection can carry another request.
     pub async fn handle(
         &self,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ClientBody> {
+        client: &mut Client,
+        head: &RequestHead,
+        raw: &Bytes,
+        draining: bool,
+    ) -> bool {
         let started = Instant::now();
         let snapshot = self.routing.load_full();
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let version = request.version();
-        let (response, backend) = match self.forward(&snapshot, request, client).await {
-            Ok((response, backend)) => (response.map(Either::Left), Some(backend)),
-            Err(error) => {
-                match &error {
-                    ProxyError::UriTooLong(_) => {
-                        tracing::debug!(%client, %error, "request refused")
+        let (status, backend, keep_alive) = match self
+            .forward(&snapshot, client, head, raw, draining)
+            .await
+        {
+            Ok(done) => (done.status, Some(done.backend), done.keep_alive),
+            Err((error, broken)) => {
+                tracing::warn!(client = %client.peer, method = %head.method, target = %target(head, raw), %error, "request failed");
+                if broken {
+                    (error.status(), None, false)
+                } else {
+                    // Without a body nothing of the request is left unread, so the connection stays usable.
+                    let clean = head.body == BodyLength::Empty && head.keep_alive && !draining;
+                    let mut out = Vec::with_capacity(192);
+                    write::error_response(&mut out, error.status(), !clean);
+                    let written = client.stream.write_all(&out).await.is_ok();
+                    if written && !clean {
+                        crate::connection::linger_close(&mut client.stream).await;
                     }
-                    _ => tracing::warn!(%client, %method, %uri, %error, "request failed"),
+                    (error.status(), None, written && clean)
                 }
-                (error.response().map(Either::Right), None)
             }
         };
         if snapshot.access_log {
             let backend = backend.map_or_else(|| "-".to_owned(), |id| id.to_string());
             tracing::info!(
                 target: "lb::access",
-                "{client} \"{method} {uri} {version:?}\" {} backend={backend} {:.3}ms",
-                response.status().as_u16(),
+                "{} \"{} {} HTTP/1.{}\" {} backend={backend} {:.3}ms",
+                client.peer,
+                head.method,
+                target(head, raw),
+                head.minor,
+                status.as_u16(),
                 started.elapsed().as_secs_f64() * 1000.0,
             );
         }
-        response
+        keep_alive
     }
 
     async fn forward(
         &self,
         snapshot: &Snapshot,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Result<(Response<PooledBody>, u64), ProxyError> {
-        if request
-            .uri()
-            .path_and_query()
-            .map_or(0, |p| p.as_str().len())
-            > MAX_URI_LEN
-        {
-            return Err(ProxyError::UriTooLong(MAX_URI_LEN));
-        }
-        // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (HTTP/1.0 may omit it); two could route two ways.
-        let hosts = request.headers().get_all(header::HOST).iter().count();
-        if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
-            return Err(ProxyError::BadRequest(
-                "a request needs exactly one Host header",
-            ));
-        }
-        let mut request = prepare(request, client);
-        // A copy to resend elsewhere if the backend fails after the request went out: only for requests that are
-        // safe to repeat and carry no body.
-        let replayable =
-            is_idempotent(request.method()) && http_body::Body::is_end_stream(request.body());
+        client: &mut Client,
+        head: &RequestHead,
+        raw: &Bytes,
+        draining: bool,
+    ) -> Result<Delivered, (ProxyError, bool)> {
+        let replayable = is_idempotent(&head.method) && head.body == BodyLength::Empty;
         let backends = &snapshot.backends;
         let mut tried: Vec<usize> = Vec::new();
         let mut last_failure: Option<String> = None;
+        let mut out = Vec::with_capacity(raw.len() + 256);
         loop {
             let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(&i);
             let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
-                return Err(match last_failure {
+                let error = match last_failure {
                     None => ProxyError::NoHealthyBackend,
                     Some(last) => ProxyError::AllAttemptsFailed(last),
-                });
+                };
+                return Err((error, false));
             };
             tried.push(index);
             let backend = &backends[index];
-            let copy = replayable.then(|| copy_head(&request));
-            match self.exchange(snapshot, backend, request).await {
-                Ok(response) => {
-                    backend.state.requests.fetch_add(1, Ordering::Relaxed);
-                    return Ok((response, backend.id));
-                }
-                Err(Failure::NotSent(unsent, reason)) => {
+            let lease = match self
+                .pool
+                .lease(backend.addr, snapshot.timeouts.connect)
+                .await
+            {
+                Ok(lease) => lease,
+                Err(error) => {
+                    backend
+                        .state
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    let reason = error.to_string();
                     tracing::warn!(backend = backend.id, addr = %backend.addr, %reason, "backend unreachable, trying the next one");
-                    request = *unsent;
+                    last_failure = Some(reason);
+                    continue;
+                }
+            };
+            out.clear();
+            write::request_head(&mut out, raw, head, client.peer.ip(), &backend.authority);
+            match self
+                .exchange(
+                    snapshot, backend, lease, client, head, &mut out, replayable, draining,
+                )
+                .await
+            {
+                Ok(done) => {
+                    backend.state.requests.fetch_add(1, Ordering::Relaxed);
+                    return Ok(done);
+                }
+                Err(Attempt::Retry(reason)) => {
+                    tracing::warn!(backend = backend.id, %reason, "backend failed before answering, resending to the next one");
                     last_failure = Some(reason);
                 }
-                Err(Failure::Sent(error)) => match (copy, error) {
-                    (Some(copy), ProxyError::Upstream { reason, .. }) => {
-                        tracing::warn!(backend = backend.id, %reason, "backend failed, resending the request to the next one");
-                        request = copy;
-                        last_failure = Some(reason);
-                    }
-                    (_, error) => return Err(error),
-                },
+                Err(Attempt::Fail(error)) => return Err((error, false)),
+                Err(Attempt::Broken(error)) => return Err((error, true)),
             }
         }
     }
 
-    /// One attempt on one backend.
+    /// One attempt on one backend: send the head and body, bring back the response.
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         snapshot: &Snapshot,
         backend: &Backend,
-        mut request: Request<ProxyBody>,
-    ) -> Result<Response<PooledBody>, Failure> {
-        let timeouts = &snapshot.timeouts;
-        if !request.headers().contains_key(header::HOST) {
-            // HTTP/1.0 clients may omit Host; HTTP/1.1 backends require one.
-            if let Ok(host) = HeaderValue::from_str(&backend.authority) {
-                request.headers_mut().insert(header::HOST, host);
-            }
-        }
-        let mut lease = match self.pool.lease(backend.addr, timeouts.connect).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                backend
-                    .state
-                    .connect_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(Failure::NotSent(Box::new(request), error.to_string()));
+        lease: Lease,
+        client: &mut Client,
+        head: &RequestHead,
+        out: &mut Vec<u8>,
+        replayable: bool,
+        draining: bool,
+    ) -> Result<Delivered, Attempt> {
+        let Lease { mut stream, reused } = lease;
+        let (mut up_read, mut up_write) = stream.split();
+        let (mut client_read, mut client_write) = client.stream.split();
+        let mut up_buf = BytesMut::with_capacity(8 * 1024);
+        let head_request = head.method == Method::HEAD;
+        let http11 = head.minor == 1;
+
+        // The request goes out while the response head is awaited.
+        let mut request_sent = false;
+        let received = {
+            let send = body::forward(
+                &mut client_read,
+                &mut client.buf,
+                &mut up_write,
+                out,
+                head.body,
+                false,
+            );
+            let receive = tokio::time::timeout(
+                snapshot.timeouts.backend_response,
+                receive_head(
+                    &mut up_read,
+                    &mut up_buf,
+                    head_request,
+                    &mut client_write,
+                    http11,
+                ),
+            );
+            let mut send = pin!(send);
+            let mut receive = pin!(receive);
+            let mut send_failed: Option<BodyError> = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    received = &mut receive => break received,
+                    sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
+                        Ok(()) => request_sent = true,
+                        Err(error) if error.is_source() => return Err(Attempt::Fail(ProxyError::ClientBody(error))),
+                        // The backend stopped reading: it may still have answered; the response read tells.
+                        Err(error) => {
+                            if reused && replayable {
+                                return Err(Attempt::Retry(error.to_string()));
+                            }
+                            send_failed = Some(error);
+                        }
+                    },
+                }
             }
         };
-        let sent = tokio::time::timeout(
-            timeouts.backend_response,
-            lease.sender.try_send_request(request),
-        )
-        .await;
-        let mut response = match sent {
+        let (response, raw_response) = match received {
             Err(_) => {
-                return Err(Failure::Sent(ProxyError::UpstreamTimeout {
+                return Err(Attempt::Fail(ProxyError::UpstreamTimeout {
                     backend: backend.id,
-                    after: timeouts.backend_response,
+                    after: snapshot.timeouts.backend_response,
                 }))
             }
-            Ok(Ok(response)) => response,
-            Ok(Err(mut error)) => {
-                let reason = error.error().to_string();
-                return Err(match error.take_message() {
-                    Some(unsent) => Failure::NotSent(Box::new(unsent), reason),
-                    None => Failure::Sent(ProxyError::Upstream {
-                        backend: backend.id,
-                        reason,
-                    }),
-                });
+            Ok(Err(Receive::ClientGone)) => {
+                return Err(Attempt::Broken(ProxyError::Upstream {
+                    backend: backend.id,
+                    reason: "client went away".to_owned(),
+                }))
             }
+            Ok(Err(Receive::Bad(error))) => {
+                return Err(Attempt::Fail(ProxyError::BadResponse {
+                    backend: backend.id,
+                    error,
+                }))
+            }
+            Ok(Err(Receive::Closed { reason, answered })) => {
+                if replayable && !answered {
+                    return Err(Attempt::Retry(reason));
+                }
+                return Err(Attempt::Fail(ProxyError::Upstream {
+                    backend: backend.id,
+                    reason,
+                }));
+            }
+            Ok(Ok(received)) => received,
         };
-        headers::strip_hop_by_hop(response.headers_mut());
-        Ok(response.map(|body| self.pool.track(lease, body)))
-    }
-}
 
-/// The outcome of a failed attempt: whether the request may still go elsewhere as it is.
-enum Failure {
-    NotSent(Box<Request<ProxyBody>>, String),
-    Sent(ProxyError),
-}
-
-/// Turns the client's request into the one the backend gets: HTTP/1.1, origin-form target, hop-by-hop headers
-/// removed, forwarding headers added, a Host always present.
-fn prepare(request: Request<Incoming>, client: SocketAddr) -> Request<ProxyBody> {
-    let (mut parts, body) = request.into_parts();
-    // An absolute-form target (`GET http://host/path`) names the host itself, and wins over the Host header
-    // (RFC 9112 §3.2.2).
-    if let Some(authority) = parts.uri.authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(header::HOST, host);
+        // The response head goes to the client together with the body's first bytes.
+        let dechunk = !http11 && response.body == BodyLength::Chunked;
+        let keep_alive = head.keep_alive
+            && request_sent
+            && !draining
+            && !dechunk
+            && response.body != BodyLength::UntilClose;
+        let framing = ClientFraming {
+            chunked: http11 && response.body == BodyLength::Chunked,
+            keep_alive,
+            http10: !http11,
+        };
+        out.clear();
+        write::response_head(out, &raw_response, &response, framing);
+        let status = response.status;
+        if let Err(error) = body::forward(
+            &mut up_read,
+            &mut up_buf,
+            &mut client_write,
+            out,
+            response.body,
+            dechunk,
+        )
+        .await
+        {
+            let reason = if error.is_source() {
+                format!("backend failed mid-response: {error}")
+            } else {
+                format!("client went away mid-response: {error}")
+            };
+            return Err(Attempt::Broken(ProxyError::Upstream {
+                backend: backend.id,
+                reason,
+            }));
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+        if !keep_alive {
+            let _ = client_write.shutdown().await;
+        }
+        if response.keep_alive && request_sent && up_buf.is_empty() {
+            self.pool.give_back(backend.addr, stream);
+        }
+        Ok(Delivered {
+            status,
+            backend: backend.id,
+            keep_alive,
+        })
     }
-    headers::strip_hop_by_hop(&mut parts.headers);
-    let host = parts.headers.get(header::HOST).cloned();
-    headers::add_forwarding(&mut parts.headers, client, host.as_ref());
-    parts.version = Version::HTTP_11;
-    Request::from_parts(parts, Either::Left(body))
 }
 
-/// A bodiless copy of a request's head, for resending it.
-fn copy_head(request: &Request<ProxyBody>) -> Request<ProxyBody> {
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
+/// Why no response head came back.
+enum Receive {
+    /// The backend closed or reset the connection; `answered`: some response bytes had arrived.
+    Closed {
+        reason: String,
+        answered: bool,
+    },
+    Bad(BadResponse),
+    /// Forwarding an informational response to the client failed.
+    ClientGone,
+}
+
+/// Reads the backend's final response head, forwarding informational (1xx) ones to an HTTP/1.1 client.
+async fn receive_head(
+    up_read: &mut ReadHalf<'_>,
+    up_buf: &mut BytesMut,
+    head_request: bool,
+    client_write: &mut WriteHalf<'_>,
+    http11: bool,
+) -> Result<(ResponseHead, Bytes), Receive> {
+    let mut answered = false;
+    loop {
+        if !up_buf.is_empty() {
+            answered = true;
+            if let Some((head, length)) =
+                response::parse(up_buf, head_request).map_err(Receive::Bad)?
+            {
+                let raw = up_buf.split_to(length).freeze();
+                if !head.status.is_informational() {
+                    return Ok((head, raw));
+                }
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    // We never forward Upgrade, so a backend switching protocols is not speaking to us.
+                    return Err(Receive::Bad(BadResponse(
+                        "unexpected 101 Switching Protocols",
+                    )));
+                }
+                if http11 {
+                    let mut out = Vec::with_capacity(raw.len());
+                    let framing = ClientFraming {
+                        chunked: false,
+                        keep_alive: true,
+                        http10: false,
+                    };
+                    write::response_head(&mut out, &raw, &head, framing);
+                    client_write
+                        .write_all(&out)
+                        .await
+                        .map_err(|_| Receive::ClientGone)?;
+                }
+                continue;
+            }
+        }
+        match body::fill(up_read, up_buf).await {
+            Ok(0) => {
+                let reason = "backend closed the connection without a response".to_owned();
+                return Err(Receive::Closed { reason, answered });
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let reason = describe_io(&error);
+                return Err(Receive::Closed { reason, answered });
+            }
+        }
+    }
+}
+
+fn target<'a>(head: &RequestHead, raw: &'a Bytes) -> &'a str {
+    std::str::from_utf8(&raw[head.target.clone()]).unwrap_or("?")
 }
 
 /// RFC 9110 §9.2.2.

@@ -5,6 +5,7 @@ mod clients;
 mod config_errors;
 mod config_forms;
 mod failures;
+mod framing;
 mod harness;
 mod headers;
 mod health;

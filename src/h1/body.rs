@@ -1,0 +1,176 @@
+//! Moving one message body from one socket to the other, in its framing, without holding it whole.
+//!
+//! The bytes already read past a head sit in the connection's buffer; they go first, written together with the
+//! head when there is one (one write instead of two), and then the body streams through the buffer. Whatever was
+//! read beyond the body's end stays in the buffer for the next message on that connection.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::chunked::{ChunkError, ChunkedReader};
+use super::BodyLength;
+
+/// How much to read at a time while streaming a body.
+const READ_SIZE: usize = 32 * 1024;
+
+/// Where a body could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the body failed: {0}")]
+    Read(io::Error),
+    #[error("the sender closed before the body ended")]
+    Truncated,
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error("writing the body failed: {0}")]
+    Write(io::Error),
+}
+
+impl BodyError {
+    /// True when the side that sent the body is at fault (as opposed to the side receiving it).
+    pub fn is_source(&self) -> bool {
+        !matches!(self, BodyError::Write(_))
+    }
+}
+
+/// Reads more from `src` into `buf`; `Ok(0)` at the end of the stream.
+pub async fn fill<R: AsyncRead + Unpin>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    src.read_buf(buf).await
+}
+
+/// Writes `prefix` (a head, possibly empty) and then the body of the given length from `src` to `dst`. With
+/// `dechunk`, a chunked body is sent as plain data (for HTTP/1.0 clients).
+pub async fn forward<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    prefix: &mut Vec<u8>,
+    length: BodyLength,
+    dechunk: bool,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match length {
+        BodyLength::Empty => flush(dst, prefix).await,
+        BodyLength::Length(length) => forward_length(src, buf, dst, prefix, length).await,
+        BodyLength::Chunked => forward_chunked(src, buf, dst, prefix, dechunk).await,
+        BodyLength::UntilClose => forward_until_close(src, buf, dst, prefix).await,
+    }
+}
+
+async fn flush<W: AsyncWrite + Unpin>(dst: &mut W, pending: &mut Vec<u8>) -> Result<(), BodyError> {
+    if !pending.is_empty() {
+        dst.write_all(pending).await.map_err(BodyError::Write)?;
+        pending.clear();
+    }
+    Ok(())
+}
+
+/// Sends `pending` and then `bytes`, in one write when `pending` is small (a head with the body's start).
+async fn send<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut Vec<u8>,
+    bytes: &[u8],
+) -> Result<(), BodyError> {
+    if pending.is_empty() {
+        return dst.write_all(bytes).await.map_err(BodyError::Write);
+    }
+    if bytes.len() <= READ_SIZE {
+        pending.extend_from_slice(bytes);
+        return flush(dst, pending).await;
+    }
+    flush(dst, pending).await?;
+    dst.write_all(bytes).await.map_err(BodyError::Write)
+}
+
+async fn read_more<R: AsyncRead + Unpin>(src: &mut R, buf: &mut BytesMut) -> Result<(), BodyError> {
+    match fill(src, buf).await {
+        Ok(0) => Err(BodyError::Truncated),
+        Ok(_) => Ok(()),
+        Err(error) => Err(BodyError::Read(error)),
+    }
+}
+
+async fn forward_length<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    pending: &mut Vec<u8>,
+    mut remaining: u64,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        let take = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        send(dst, pending, &buf[..take]).await?;
+        buf.advance(take);
+        remaining -= take as u64;
+        if remaining == 0 {
+            return Ok(());
+        }
+        read_more(src, buf).await?;
+    }
+}
+
+async fn forward_chunked<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    pending: &mut Vec<u8>,
+    dechunk: bool,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = ChunkedReader::default();
+    loop {
+        let used = if dechunk {
+            let data = &buf[..];
+            let used = reader.read(data, |range| pending.extend_from_slice(&data[range]))?;
+            flush(dst, pending).await?;
+            used
+        } else {
+            let used = reader.read(&buf[..], |_| {})?;
+            send(dst, pending, &buf[..used]).await?;
+            used
+        };
+        buf.advance(used);
+        if reader.is_done() {
+            return Ok(());
+        }
+        read_more(src, buf).await?;
+    }
+}
+
+async fn forward_until_close<R, W>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    pending: &mut Vec<u8>,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        send(dst, pending, &buf[..]).await?;
+        buf.clear();
+        match fill(src, buf).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(error) => return Err(BodyError::Read(error)),
+        }
+    }
+}

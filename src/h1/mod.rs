@@ -1,0 +1,61 @@
+//! Our own HTTP/1.1 engine: the proxy's hot path.
+//!
+//! hyper parses a request into a header map, hands it to a service on another task and re-encodes it; a proxy
+//! needs none of that. This engine reads a head into one buffer, checks it strictly, writes the rewritten head for
+//! the other side straight from the buffer's bytes, and then moves the body through without looking at it more
+//! than its framing requires. hyper stays for the small things off the hot path (health checks, the demo).
+//!
+//! - `request` / `response`: parse and judge a head (framing, Host, limits); refusals carry their status.
+//! - `chunked`: a strict streaming reader of the chunked coding, which finds where a body ends.
+//! - `write`: the heads each side gets (hop-by-hop headers dropped, forwarding headers added).
+//! - `body`: moving a body from one socket to the other in its framing.
+
+pub mod body;
+pub mod chunked;
+pub mod request;
+pub mod response;
+pub mod write;
+
+use std::ops::Range;
+
+/// The most header fields in one head; beyond it: 431 (request) or 502 (response).
+pub const MAX_HEADERS: usize = 128;
+
+/// One header field: ranges of its name and value within the head's bytes.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// No body at all.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection (responses only).
+    UntilClose,
+}
+
+/// The range of `part` (a slice of `buf`) within `buf`.
+fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// A Content-Length value: digits only, no sign, no list, no overflow.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Whether a comma-separated header value lists `token` (case-insensitive).
+fn contains_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}

@@ -1,0 +1,188 @@
+//! Reading a backend's response head.
+//!
+//! The backend is trusted more than a client, but not to be well-formed: whatever it sends, the client must get
+//! a message whose end is unambiguous. So a response whose length could be read two ways is refused (the client
+//! gets 502), and one with no length at all is read until the backend closes.
+
+use http::StatusCode;
+
+use super::{contains_token, offset, parse_content_length, BodyLength, Header, MAX_HEADERS};
+
+/// Response heads larger than this are refused (502).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    /// The reason phrase, as a range of the head's bytes.
+    pub reason: std::ops::Range<usize>,
+    pub headers: Vec<Header>,
+    pub body: BodyLength,
+    /// The backend will keep the connection open after this response.
+    pub keep_alive: bool,
+    pub has_connection: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad response from backend: {0}")]
+pub struct BadResponse(pub &'static str);
+
+/// Parses the head at the start of `buf` (`Ok(None)`: not complete yet). `head_request`: the request was HEAD, so
+/// no body follows whatever the headers say.
+pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usize)>, BadResponse> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(BadResponse("head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse("malformed head")),
+    };
+    let status =
+        StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| BadResponse("bad status"))?;
+    let minor = response.version.unwrap_or(1);
+    let reason = offset(buf, response.reason.unwrap_or_default().as_bytes());
+
+    let mut headers = Vec::with_capacity(response.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut has_connection = false;
+    for field in response.headers.iter() {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let length =
+                parse_content_length(field.value).ok_or(BadResponse("bad Content-Length"))?;
+            if content_length.is_some_and(|seen| seen != length) {
+                return Err(BadResponse("conflicting Content-Length"));
+            }
+            content_length = Some(length);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+            chunked_last = field
+                .value
+                .rsplit(|&b| b == b',')
+                .map(|c| c.trim_ascii())
+                .find(|c| !c.is_empty())
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            has_connection = true;
+            close |= contains_token(field.value, b"close");
+            keep_alive |= contains_token(field.value, b"keep-alive");
+        }
+        headers.push(Header {
+            name: offset(buf, name),
+            value: offset(buf, field.value),
+        });
+    }
+
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut keep_alive = if minor == 1 {
+        !close
+    } else {
+        keep_alive && !close
+    };
+    let body = if no_body {
+        BodyLength::Empty
+    } else if transfer_encoding {
+        // RFC 9112 §6.3: Transfer-Encoding wins over Content-Length; without a final `chunked` the body runs to
+        // the close. Either way the connection is not trusted for another request.
+        if content_length.is_some() {
+            keep_alive = false;
+        }
+        if chunked_last {
+            BodyLength::Chunked
+        } else {
+            keep_alive = false;
+            BodyLength::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => BodyLength::Empty,
+            Some(length) => BodyLength::Length(length),
+            None => {
+                keep_alive = false;
+                BodyLength::UntilClose
+            }
+        }
+    };
+    let head = ResponseHead {
+        status,
+        reason,
+
+        headers,
+        body,
+        keep_alive,
+        has_connection,
+    };
+    Ok(Some((head, length)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(raw: &str, head_request: bool) -> ResponseHead {
+        parse(raw.as_bytes(), head_request).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn framings() {
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).body,
+            BodyLength::Length(5)
+        );
+        assert_eq!(
+            ok("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).body,
+            BodyLength::Empty
+        );
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\n\r\n", false).body,
+            BodyLength::Empty
+        );
+        assert_eq!(
+            ok(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            )
+            .body,
+            BodyLength::Empty
+        );
+        let chunked = ok(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            (chunked.body, chunked.keep_alive),
+            (BodyLength::Chunked, true)
+        );
+        let until_close = ok("HTTP/1.0 200 OK\r\n\r\n", false);
+        assert_eq!(
+            (until_close.body, until_close.keep_alive),
+            (BodyLength::UntilClose, false)
+        );
+        let both = ok(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!((both.body, both.keep_alive), (BodyLength::Chunked, false));
+    }
+
+    #[test]
+    fn refuses_ambiguous_lengths() {
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", false).is_err());
+        assert!(parse(b"garbage\r\n\r\n", false).is_err());
+    }
+}

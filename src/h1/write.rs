@@ -1,0 +1,268 @@
+//! The heads each side gets: hop-by-hop headers dropped, framing redone, forwarding headers added.
+//!
+//! RFC 9110 §7.6.1: `Connection` and every header it names are meant for the next hop only, as are `Keep-Alive`,
+//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` and the non-standard `Proxy-Connection`; each hop states its own
+//! framing and connection handling. The backend learns who the client was from `X-Forwarded-For` (appended to, so
+//! a chain of proxies stays readable), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239 `Forwarded`
+//! (appended). Heads are written straight from the bytes that were read: no header map is built.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use http::StatusCode;
+
+use super::request::RequestHead;
+use super::response::ResponseHead;
+use super::{contains_token, BodyLength, Header};
+
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"proxy-connection",
+];
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// Whether a `Connection` header of this head names `name` (so it is hop-by-hop too).
+fn named_by_connection(buf: &[u8], headers: &[Header], name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| buf[h.name.clone()].eq_ignore_ascii_case(b"connection"))
+        .any(|h| contains_token(&buf[h.value.clone()], name))
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request head the backend gets, for a request from `client`. `backend` is the Host used when the client
+/// sent none (HTTP/1.0).
+pub fn request_head(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    client: IpAddr,
+    backend: &str,
+) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = &buf[head.target.clone()];
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = head.host.clone().map(|r| &buf[r]);
+    header(out, b"host", host.unwrap_or(backend.as_bytes()));
+
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut forwarded: Vec<&[u8]> = Vec::new();
+    for field in &head.headers {
+        let name = &buf[field.name.clone()];
+        let value = &buf[field.value.clone()];
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            forwarded_for.push(value);
+        } else if name.eq_ignore_ascii_case(b"forwarded") {
+            forwarded.push(value);
+        } else if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            || (head.has_connection && named_by_connection(buf, &head.headers, name))
+        {
+            continue;
+        } else {
+            header(out, name, value);
+        }
+    }
+    if head.body == BodyLength::Chunked {
+        header(out, b"transfer-encoding", b"chunked");
+    }
+
+    let ip = client.to_canonical();
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for value in forwarded_for.iter().filter(|v| !v.trim_ascii().is_empty()) {
+        out.extend_from_slice(value.trim_ascii());
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{ip}\r\n");
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    if let Some(host) = host {
+        header(out, b"x-forwarded-host", host);
+    }
+    out.extend_from_slice(b"forwarded: ");
+    for value in forwarded.iter().filter(|v| !v.trim_ascii().is_empty()) {
+        out.extend_from_slice(value.trim_ascii());
+        out.extend_from_slice(b", ");
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let _ = write!(out, "for={v4}");
+        }
+        // An IPv6 address is a quoted string with brackets (RFC 7239 §6).
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "for=\"[{v6}]\"");
+        }
+    }
+    if let Some(host) = host {
+        if host.iter().all(|&b| is_token_char(b)) {
+            out.extend_from_slice(b";host=");
+            out.extend_from_slice(host);
+        } else if !host.iter().any(|&b| b == b'"' || b == b'\\') {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(host);
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b";proto=http\r\n\r\n");
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// How the client gets a response's body and connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientFraming {
+    /// Chunked to the client (an HTTP/1.1 client of a chunked response).
+    pub chunked: bool,
+    /// The client connection stays open after this response.
+    pub keep_alive: bool,
+    /// The client speaks HTTP/1.0 (so keep-alive must be said out loud).
+    pub http10: bool,
+}
+
+/// The response head the client gets. An informational (1xx) head is written with its own headers only.
+pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing: ClientFraming) {
+    let _ = write!(out, "HTTP/1.1 {} ", head.status.as_u16());
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    // A Content-Length beside Transfer-Encoding, or on a body read until close, does not describe what follows.
+    let drop_length = matches!(head.body, BodyLength::Chunked | BodyLength::UntilClose);
+    for field in &head.headers {
+        let name = &buf[field.name.clone()];
+        if is_hop_by_hop(name)
+            || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
+            || (head.has_connection && named_by_connection(buf, &head.headers, name))
+        {
+            continue;
+        }
+        header(out, name, &buf[field.value.clone()]);
+    }
+    if head.status.is_informational() {
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
+    if framing.chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !framing.keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if framing.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response of our own (an error): status line, a short text body, `connection: close` if `close`.
+pub fn error_response(out: &mut Vec<u8>, status: StatusCode, close: bool) {
+    let reason = status.canonical_reason().unwrap_or("");
+    let body_len = 3 + 1 + reason.len() + 1;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {body_len}\r\n",
+        code = status.as_u16()
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        out.extend_from_slice(b"retry-after: 1\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let _ = write!(out, "\r\n{} {reason}\n", status.as_u16());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::{request, response};
+
+    fn forwarded(raw: &str, client: &str) -> String {
+        let (head, _) = request::parse(raw.as_bytes()).unwrap().unwrap();
+        let mut out = Vec::new();
+        request_head(
+            &mut out,
+            raw.as_bytes(),
+            &head,
+            client.parse().unwrap(),
+            "10.0.0.1:80",
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_drops_hop_by_hop_and_adds_forwarding() {
+        let raw = "POST /p?q HTTP/1.1\r\nHost: example.com:8000\r\nConnection: keep-alive, X-Secret\r\n\
+                   X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+                   Transfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\n\
+                   X-Kept: yes\r\n\r\n";
+        assert_eq!(
+            forwarded(raw, "127.0.0.1"),
+            "POST /p?q HTTP/1.1\r\nhost: example.com:8000\r\nX-Kept: yes\r\ntransfer-encoding: chunked\r\n\
+             x-forwarded-for: 203.0.113.7, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example.com:8000\r\n\
+             forwarded: for=203.0.113.7, for=127.0.0.1;host=\"example.com:8000\";proto=http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn http10_without_host_gets_the_backend_as_host() {
+        let out = forwarded("GET / HTTP/1.0\r\n\r\n", "::1");
+        assert!(
+            out.starts_with("GET / HTTP/1.1\r\nhost: 10.0.0.1:80\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("x-forwarded-for: ::1\r\n"), "{out}");
+        assert!(
+            out.contains("forwarded: for=\"[::1]\";proto=http\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn response_redoes_framing() {
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: x-a\r\n\
+                   X-A: 1\r\nX-B: 2\r\n\r\n";
+        let (head, _) = response::parse(raw.as_bytes(), false).unwrap().unwrap();
+        let mut out = Vec::new();
+        let framing = ClientFraming {
+            chunked: false,
+            keep_alive: false,
+            http10: true,
+        };
+        response_head(&mut out, raw.as_bytes(), &head, framing);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-B: 2\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_have_matching_lengths() {
+        let mut out = Vec::new();
+        error_response(&mut out, StatusCode::SERVICE_UNAVAILABLE, false);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
+    }
+}
