@@ -7,24 +7,28 @@
 //! over, so thousands of idle keep-alive clients cost little. On shutdown, a waiting connection closes at once and
 //! a busy one closes after its response.
 
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Timeouts;
+use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
 use crate::h1::write;
 use crate::proxy::Proxy;
 
 /// The first allocation for a request head; it grows up to the head limit.
-const HEAD_BUFFER: usize = 4 * 1024;
+const HEAD_BUFFER: usize = 2 * 1024;
 
 /// A client connection as the proxy sees it: the socket, who is on the other end, and bytes read but not yet
 /// used (a body's start, or a pipelined request).
@@ -34,50 +38,92 @@ pub struct Client {
     pub buf: BytesMut,
 }
 
+/// What every connection of a worker shares.
+pub struct Shared {
+    pub proxy: Proxy,
+    pub shutdown: CancellationToken,
+    /// Set when shutdown begins: answers then say `connection: close`.
+    pub draining: Cell<bool>,
+}
+
 /// Serves one client connection until it closes, times out, or finishes its last request after shutdown.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: Rc<Proxy>,
-    timeouts: Timeouts,
-    shutdown: CancellationToken,
-) {
+/// `_open` is held for as long as the connection is (the worker counts open connections with it).
+pub async fn serve<T>(stream: TcpStream, peer: SocketAddr, shared: Rc<Shared>, _open: T) {
     let _ = stream.set_nodelay(true);
     let mut client = Client {
         stream,
         peer,
         buf: BytesMut::new(),
     };
-    let mut wait = timeouts.client_header;
+    let mut first = true;
     loop {
         if client.buf.is_empty() {
-            let ready = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ready = tokio::time::timeout(wait, client.stream.readable()) => ready,
+            let timeouts = shared.proxy.timeouts();
+            let wait = if first {
+                timeouts.client_header
+            } else {
+                timeouts.idle
             };
-            match ready {
-                Err(_) => return tracing::trace!(%peer, "idle client connection closed"),
-                Ok(Err(error)) => return tracing::debug!(%peer, %error, "client connection error"),
-                Ok(Ok(())) => {}
+            match wait_for_request(&client.stream, wait, &shared.shutdown).await {
+                Wake::Readable => {}
+                Wake::TimedOut => return tracing::trace!(%peer, "idle client connection closed"),
+                Wake::Shutdown => return,
             }
         }
+        first = false;
         // A box keeps the connection's own future small while it waits: the exchange's state lives only while
         // there is an exchange.
-        let keep_alive = Box::pin(exchange(
+        let header_timeout = shared.proxy.timeouts().client_header;
+        let buffers = shared.proxy.buffers();
+        if client.buf.capacity() == 0 {
+            client.buf = buffers.bytes();
+        }
+        let exchange = exchange(
             &mut client,
-            &proxy,
-            timeouts.client_header,
-            &shutdown,
-        ))
-        .await;
+            &shared.proxy,
+            header_timeout,
+            shared.draining.get(),
+        );
+        let keep_alive = Box::pin(exchange).await;
+        if client.buf.is_empty() || !keep_alive {
+            buffers.recycle_bytes(std::mem::take(&mut client.buf));
+        }
         if !keep_alive {
             return;
         }
-        if client.buf.is_empty() {
-            client.buf = BytesMut::new();
-        }
-        wait = timeouts.idle;
     }
+}
+
+enum Wake {
+    Readable,
+    TimedOut,
+    Shutdown,
+}
+
+/// Waits until the client sends something, `wait` runs out, or shutdown begins. Written with the socket's own
+/// readiness rather than a `readable()` future: an idle connection's whole state is this function's, and it is
+/// what thousands of idle clients cost.
+async fn wait_for_request(
+    stream: &TcpStream,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Wake {
+    let mut sleep = pin!(tokio::time::sleep(wait));
+    let mut cancelled = pin!(shutdown.cancelled());
+    poll_fn(|cx| {
+        if cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        // An error is "readable" too: the read that follows reports it.
+        if stream.poll_read_ready(cx).is_ready() {
+            return Poll::Ready(Wake::Readable);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::TimedOut);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
@@ -85,9 +131,10 @@ async fn exchange(
     client: &mut Client,
     proxy: &Proxy,
     header_timeout: Duration,
-    shutdown: &CancellationToken,
+    draining: bool,
 ) -> bool {
-    let read = tokio::time::timeout(header_timeout, read_head(client)).await;
+    let buffers = proxy.buffers();
+    let read = tokio::time::timeout(header_timeout, read_head(client, buffers)).await;
     let (head, raw) = match read {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return false,
@@ -108,9 +155,9 @@ async fn exchange(
             return false;
         }
     };
-    proxy
-        .handle(client, &head, &raw, shutdown.is_cancelled())
-        .await
+    let keep_alive = proxy.handle(client, &head, &raw, draining).await;
+    buffers.recycle_vec(raw);
+    keep_alive
 }
 
 enum HeadError {
@@ -118,12 +165,19 @@ enum HeadError {
     Refused(request::Refusal),
 }
 
-/// Reads until a whole request head is in the buffer, and splits it off. `None`: the client closed cleanly.
-async fn read_head(client: &mut Client) -> Result<Option<(RequestHead, Bytes)>, HeadError> {
+/// Reads until a whole request head is in the buffer, and takes it out (copied into a buffer of its own, so the
+/// read buffer stays unshared and reusable). `None`: the client closed cleanly.
+async fn read_head(
+    client: &mut Client,
+    buffers: &Buffers,
+) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
     loop {
         if !client.buf.is_empty() {
             if let Some((head, length)) = request::parse(&client.buf).map_err(HeadError::Refused)? {
-                return Ok(Some((head, client.buf.split_to(length).freeze())));
+                let mut raw = buffers.vec();
+                raw.extend_from_slice(&client.buf[..length]);
+                client.buf.advance(length);
+                return Ok(Some((head, raw)));
             }
         }
         if client.buf.capacity() - client.buf.len() < 512 {

@@ -217,22 +217,29 @@ fn worker(
                 return;
             }
         };
-        let proxy = Rc::new(Proxy::new(routing.clone()));
+        let shared = Rc::new(connection::Shared {
+            proxy: Proxy::new(routing),
+            shutdown: shutdown.clone(),
+            draining: Cell::new(false),
+        });
         let open = Rc::new(OpenConnections::default());
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    shared.draining.set(true);
+                    break;
+                }
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     let guard = open.enter();
-                    let timeouts = routing.load_full().timeouts.clone();
-                    let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-                    tokio::task::spawn_local(async move {
-                        connection::serve(stream, peer, proxy, timeouts, shutdown).await;
-                        drop(guard);
-                    });
+                    tokio::task::spawn_local(connection::serve(
+                        stream,
+                        peer,
+                        shared.clone(),
+                        guard,
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -13,7 +13,7 @@ use super::chunked::{ChunkError, ChunkedReader};
 use super::BodyLength;
 
 /// How much to read at a time while streaming a body.
-const READ_SIZE: usize = 32 * 1024;
+const READ_SIZE: usize = 256 * 1024;
 
 /// Where a body could not be moved.
 #[derive(Debug, thiserror::Error)]

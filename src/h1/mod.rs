@@ -11,6 +11,7 @@
 //! - `body`: moving a body from one socket to the other in its framing.
 
 pub mod body;
+pub mod buffers;
 pub mod chunked;
 pub mod request;
 pub mod response;
@@ -58,4 +59,15 @@ fn contains_token(value: &[u8], token: &[u8]) -> bool {
     value
         .split(|&b| b == b',')
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether a `Connection` value names headers (anything but the `close` and `keep-alive` options), which are then
+/// hop-by-hop too.
+fn names_headers(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| {
+        let item = item.trim_ascii();
+        !item.is_empty()
+            && !item.eq_ignore_ascii_case(b"close")
+            && !item.eq_ignore_ascii_case(b"keep-alive")
+    })
 }

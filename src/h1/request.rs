@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use http::{Method, StatusCode};
 
-use super::{contains_token, offset, parse_content_length, BodyLength, Header, MAX_HEADERS};
+use super::{
+    contains_token, names_headers, offset, parse_content_length, BodyLength, Header, MAX_HEADERS,
+};
 
 /// Request heads larger than this get 431.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -30,8 +32,8 @@ pub struct RequestHead {
     pub body: BodyLength,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
-    /// The head bytes carry a `Connection` header (whose named headers must not be forwarded).
-    pub has_connection: bool,
+    /// A `Connection` header names other headers (which must then not be forwarded either).
+    pub connection_names: bool,
 }
 
 /// Why a head was refused, as the status to answer with and a reason for the log.
@@ -113,7 +115,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     let mut hosts = 0;
     let mut close = false;
     let mut keep_alive = false;
-    let mut has_connection = false;
+    let mut connection_names = false;
     for field in request.headers.iter() {
         let name = offset(buf, field.name.as_bytes());
         let value = offset(buf, field.value);
@@ -145,7 +147,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             hosts += 1;
             host = Some(value.clone());
         } else if lower.eq_ignore_ascii_case(b"connection") {
-            has_connection = true;
+            connection_names |= names_headers(field.value);
             close |= contains_token(field.value, b"close");
             keep_alive |= contains_token(field.value, b"keep-alive");
         }
@@ -190,7 +192,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         } else {
             keep_alive && !close
         },
-        has_connection,
+        connection_names,
     };
     Ok(Some((head, length)))
 }

@@ -6,7 +6,9 @@
 
 use http::StatusCode;
 
-use super::{contains_token, offset, parse_content_length, BodyLength, Header, MAX_HEADERS};
+use super::{
+    contains_token, names_headers, offset, parse_content_length, BodyLength, Header, MAX_HEADERS,
+};
 
 /// Response heads larger than this are refused (502).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -20,7 +22,7 @@ pub struct ResponseHead {
     pub body: BodyLength,
     /// The backend will keep the connection open after this response.
     pub keep_alive: bool,
-    pub has_connection: bool,
+    pub connection_names: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +53,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
     let mut chunked_last = false;
     let mut close = false;
     let mut keep_alive = false;
-    let mut has_connection = false;
+    let mut connection_names = false;
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -70,7 +72,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
                 .find(|c| !c.is_empty())
                 .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case(b"connection") {
-            has_connection = true;
+            connection_names |= names_headers(field.value);
             close |= contains_token(field.value, b"close");
             keep_alive |= contains_token(field.value, b"keep-alive");
         }
@@ -120,7 +122,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
         headers,
         body,
         keep_alive,
-        has_connection,
+        connection_names,
     };
     Ok(Some((head, length)))
 }

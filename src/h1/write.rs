@@ -74,7 +74,7 @@ pub fn request_head(
             || name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
-            || (head.has_connection && named_by_connection(buf, &head.headers, name))
+            || (head.connection_names && named_by_connection(buf, &head.headers, name))
         {
             continue;
         } else {
@@ -91,7 +91,8 @@ pub fn request_head(
         out.extend_from_slice(value.trim_ascii());
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{ip}\r\n");
+    write_ip(out, ip);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     if let Some(host) = host {
         header(out, b"x-forwarded-host", host);
@@ -102,12 +103,15 @@ pub fn request_head(
         out.extend_from_slice(b", ");
     }
     match ip {
-        IpAddr::V4(v4) => {
-            let _ = write!(out, "for={v4}");
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            write_ip(out, ip);
         }
         // An IPv6 address is a quoted string with brackets (RFC 7239 §6).
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "for=\"[{v6}]\"");
+        IpAddr::V6(_) => {
+            out.extend_from_slice(b"for=\"[");
+            write_ip(out, ip);
+            out.extend_from_slice(b"]\"");
         }
     }
     if let Some(host) = host {
@@ -121,6 +125,29 @@ pub fn request_head(
         }
     }
     out.extend_from_slice(b";proto=http\r\n\r\n");
+}
+
+/// Writes an address in its usual text form; IPv4 without the formatting machinery (it is on every request).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// RFC 9110 `tchar`.
@@ -141,7 +168,9 @@ pub struct ClientFraming {
 
 /// The response head the client gets. An informational (1xx) head is written with its own headers only.
 pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing: ClientFraming) {
-    let _ = write!(out, "HTTP/1.1 {} ", head.status.as_u16());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status.as_str().as_bytes());
+    out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     // A Content-Length beside Transfer-Encoding, or on a body read until close, does not describe what follows.
@@ -150,7 +179,7 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
         let name = &buf[field.name.clone()];
         if is_hop_by_hop(name)
             || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
-            || (head.has_connection && named_by_connection(buf, &head.headers, name))
+            || (head.connection_names && named_by_connection(buf, &head.headers, name))
         {
             continue;
         }
@@ -252,6 +281,15 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nX-B: 2\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_plainly() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.199.100.9"] {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -24,8 +24,10 @@ use tokio::time::Instant;
 
 pub use error::ProxyError;
 
+use crate::config::Timeouts;
 use crate::connection::Client;
 use crate::h1::body::{self, BodyError};
+use crate::h1::buffers::Buffers;
 use crate::h1::request::RequestHead;
 use crate::h1::response::{self, BadResponse, ResponseHead};
 use crate::h1::write::{self, ClientFraming};
@@ -36,6 +38,7 @@ use crate::upstream::{describe_io, Backend, Lease, Pool, Routing, Snapshot};
 pub struct Proxy {
     routing: Arc<Routing>,
     pool: Rc<Pool>,
+    buffers: Buffers,
 }
 
 /// How an exchange that reached the client ended.
@@ -61,7 +64,18 @@ impl Proxy {
         Proxy {
             routing,
             pool: Rc::new(Pool::default()),
+            buffers: Buffers::default(),
         }
+    }
+
+    /// This worker's spare buffers.
+    pub fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+
+    /// The timeouts in force now.
+    pub fn timeouts(&self) -> Timeouts {
+        self.routing.load().timeouts.clone()
     }
 
     /// Proxies one request whose head (`raw`, parsed as `head`) was read from `client`, and writes the answer.
@@ -70,7 +84,7 @@ impl Proxy {
         &self,
         client: &mut Client,
         head: &RequestHead,
-        raw: &Bytes,
+        raw: &[u8],
         draining: bool,
     ) -> bool {
         let started = Instant::now();
@@ -118,14 +132,30 @@ impl Proxy {
         snapshot: &Snapshot,
         client: &mut Client,
         head: &RequestHead,
-        raw: &Bytes,
+        raw: &[u8],
         draining: bool,
+    ) -> Result<Delivered, (ProxyError, bool)> {
+        let mut out = self.buffers.vec();
+        let result = self
+            .attempts(snapshot, client, head, raw, draining, &mut out)
+            .await;
+        self.buffers.recycle_vec(out);
+        result
+    }
+
+    async fn attempts(
+        &self,
+        snapshot: &Snapshot,
+        client: &mut Client,
+        head: &RequestHead,
+        raw: &[u8],
+        draining: bool,
+        out: &mut Vec<u8>,
     ) -> Result<Delivered, (ProxyError, bool)> {
         let replayable = is_idempotent(&head.method) && head.body == BodyLength::Empty;
         let backends = &snapshot.backends;
         let mut tried: Vec<usize> = Vec::new();
         let mut last_failure: Option<String> = None;
-        let mut out = Vec::with_capacity(raw.len() + 256);
         loop {
             let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(&i);
             let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
@@ -155,13 +185,23 @@ impl Proxy {
                 }
             };
             out.clear();
-            write::request_head(&mut out, raw, head, client.peer.ip(), &backend.authority);
-            match self
+            write::request_head(out, raw, head, client.peer.ip(), &backend.authority);
+            let mut up_buf = self.buffers.bytes();
+            let attempt = self
                 .exchange(
-                    snapshot, backend, lease, client, head, &mut out, replayable, draining,
+                    snapshot,
+                    backend,
+                    lease,
+                    client,
+                    head,
+                    out,
+                    &mut up_buf,
+                    replayable,
+                    draining,
                 )
-                .await
-            {
+                .await;
+            self.buffers.recycle_bytes(up_buf);
+            match attempt {
                 Ok(done) => {
                     backend.state.requests.fetch_add(1, Ordering::Relaxed);
                     return Ok(done);
@@ -186,13 +226,13 @@ impl Proxy {
         client: &mut Client,
         head: &RequestHead,
         out: &mut Vec<u8>,
+        up_buf: &mut BytesMut,
         replayable: bool,
         draining: bool,
     ) -> Result<Delivered, Attempt> {
         let Lease { mut stream, reused } = lease;
         let (mut up_read, mut up_write) = stream.split();
         let (mut client_read, mut client_write) = client.stream.split();
-        let mut up_buf = BytesMut::with_capacity(8 * 1024);
         let head_request = head.method == Method::HEAD;
         let http11 = head.minor == 1;
 
@@ -211,7 +251,7 @@ impl Proxy {
                 snapshot.timeouts.backend_response,
                 receive_head(
                     &mut up_read,
-                    &mut up_buf,
+                    up_buf,
                     head_request,
                     &mut client_write,
                     http11,
@@ -238,7 +278,7 @@ impl Proxy {
                 }
             }
         };
-        let (response, raw_response) = match received {
+        let (response, head_length) = match received {
             Err(_) => {
                 return Err(Attempt::Fail(ProxyError::UpstreamTimeout {
                     backend: backend.id,
@@ -282,11 +322,12 @@ impl Proxy {
             http10: !http11,
         };
         out.clear();
-        write::response_head(out, &raw_response, &response, framing);
+        write::response_head(out, &up_buf[..head_length], &response, framing);
+        up_buf.advance(head_length);
         let status = response.status;
         if let Err(error) = body::forward(
             &mut up_read,
-            &mut up_buf,
+            up_buf,
             &mut client_write,
             out,
             response.body,
@@ -337,7 +378,7 @@ async fn receive_head(
     head_request: bool,
     client_write: &mut WriteHalf<'_>,
     http11: bool,
-) -> Result<(ResponseHead, Bytes), Receive> {
+) -> Result<(ResponseHead, usize), Receive> {
     let mut answered = false;
     loop {
         if !up_buf.is_empty() {
@@ -345,9 +386,8 @@ async fn receive_head(
             if let Some((head, length)) =
                 response::parse(up_buf, head_request).map_err(Receive::Bad)?
             {
-                let raw = up_buf.split_to(length).freeze();
                 if !head.status.is_informational() {
-                    return Ok((head, raw));
+                    return Ok((head, length));
                 }
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
                     // We never forward Upgrade, so a backend switching protocols is not speaking to us.
@@ -355,14 +395,17 @@ async fn receive_head(
                         "unexpected 101 Switching Protocols",
                     )));
                 }
+                let mut out = Vec::with_capacity(length);
                 if http11 {
-                    let mut out = Vec::with_capacity(raw.len());
                     let framing = ClientFraming {
                         chunked: false,
                         keep_alive: true,
                         http10: false,
                     };
-                    write::response_head(&mut out, &raw, &head, framing);
+                    write::response_head(&mut out, &up_buf[..length], &head, framing);
+                }
+                up_buf.advance(length);
+                if http11 {
                     client_write
                         .write_all(&out)
                         .await
@@ -385,7 +428,7 @@ async fn receive_head(
     }
 }
 
-fn target<'a>(head: &RequestHead, raw: &'a Bytes) -> &'a str {
+fn target<'a>(head: &RequestHead, raw: &'a [u8]) -> &'a str {
     std::str::from_utf8(&raw[head.target.clone()]).unwrap_or("?")
 }
 

@@ -49,6 +49,11 @@ impl Routing {
         }
     }
 
+    /// The current snapshot, for a quick look (without taking a reference count).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
     /// The current snapshot, kept by the caller for as long as it needs a consistent view.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
