@@ -20,7 +20,7 @@ use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
@@ -40,44 +40,102 @@ pub struct Client {
 
 /// What every connection of a worker shares.
 pub struct Shared {
-    pub proxy: Proxy,
-    pub shutdown: CancellationToken,
+    proxy: Proxy,
     /// Set when shutdown begins: answers then say `connection: close`.
-    pub draining: Cell<bool>,
+    draining: Cell<bool>,
+    /// Exchanges in flight (a head being read or a request being proxied).
+    in_flight: Cell<usize>,
+    quiet: Notify,
 }
 
-/// Serves one client connection until it closes, times out, or finishes its last request after shutdown.
-/// `_open` is held for as long as the connection is (the worker counts open connections with it).
-pub async fn serve<T>(stream: TcpStream, peer: SocketAddr, shared: Rc<Shared>, _open: T) {
-    let _ = stream.set_nodelay(true);
-    let mut client = Client {
-        stream,
-        peer,
-        buf: BytesMut::new(),
-    };
+impl Shared {
+    pub fn new(proxy: Proxy) -> Self {
+        Shared {
+            proxy,
+            draining: Cell::new(false),
+            in_flight: Cell::new(0),
+            quiet: Notify::new(),
+        }
+    }
+
+    /// Starts the drain: from now on answers close their connections. Returns when no exchange is in flight.
+    pub async fn drain(&self) {
+        self.draining.set(true);
+        while self.in_flight.get() > 0 {
+            self.quiet.notified().await;
+        }
+    }
+}
+
+/// Counts one exchange in flight for as long as it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.in_flight.set(shared.in_flight.get() + 1);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let count = self.0.in_flight.get() - 1;
+        self.0.in_flight.set(count);
+        if count == 0 {
+            self.0.quiet.notify_waiters();
+        }
+    }
+}
+
+impl Client {
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
+        let _ = stream.set_nodelay(true);
+        Client {
+            stream,
+            peer,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+/// Serves one client connection until it closes or times out, or until its worker has drained (see
+/// [`Shared::drain`]): an idle connection is then simply dropped.
+pub async fn serve(mut client: Client, shared: Rc<Shared>) {
     let mut first = true;
     loop {
+        let buffers = shared.proxy.buffers();
         if client.buf.is_empty() {
-            let timeouts = shared.proxy.timeouts();
-            let wait = if first {
-                timeouts.client_header
-            } else {
-                timeouts.idle
+            let wait = {
+                let timeouts = shared.proxy.timeouts();
+                if first {
+                    timeouts.client_header
+                } else {
+                    timeouts.idle
+                }
             };
-            match wait_for_request(&client.stream, wait, &shared.shutdown).await {
-                Wake::Readable => {}
-                Wake::TimedOut => return tracing::trace!(%peer, "idle client connection closed"),
-                Wake::Shutdown => return,
+            if wait_for_request(&client.stream, wait).await.is_err() {
+                return tracing::trace!(peer = %client.peer, "idle client connection closed");
+            }
+            // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that
+            // arrived make the connection take a buffer and start an exchange.
+            client.buf = buffers.bytes();
+            match client.stream.try_read_buf(&mut client.buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    buffers.recycle_bytes(std::mem::take(&mut client.buf));
+                    continue;
+                }
+                Err(error) => {
+                    return tracing::debug!(peer = %client.peer, %error, "client connection error")
+                }
             }
         }
         first = false;
         // A box keeps the connection's own future small while it waits: the exchange's state lives only while
         // there is an exchange.
         let header_timeout = shared.proxy.timeouts().client_header;
-        let buffers = shared.proxy.buffers();
-        if client.buf.capacity() == 0 {
-            client.buf = buffers.bytes();
-        }
+        let in_flight = InFlight::enter(&shared);
         let exchange = exchange(
             &mut client,
             &shared.proxy,
@@ -85,6 +143,7 @@ pub async fn serve<T>(stream: TcpStream, peer: SocketAddr, shared: Rc<Shared>, _
             shared.draining.get(),
         );
         let keep_alive = Box::pin(exchange).await;
+        drop(in_flight);
         if client.buf.is_empty() || !keep_alive {
             buffers.recycle_bytes(std::mem::take(&mut client.buf));
         }
@@ -94,37 +153,22 @@ pub async fn serve<T>(stream: TcpStream, peer: SocketAddr, shared: Rc<Shared>, _
     }
 }
 
-enum Wake {
-    Readable,
-    TimedOut,
-    Shutdown,
-}
-
-/// Waits until the client sends something, `wait` runs out, or shutdown begins. Written with the socket's own
-/// readiness rather than a `readable()` future: an idle connection's whole state is this function's, and it is
-/// what thousands of idle clients cost.
-async fn wait_for_request(
-    stream: &TcpStream,
-    wait: Duration,
-    shutdown: &CancellationToken,
-) -> Wake {
+/// Waits until the client sends something (`Ok`) or `wait` runs out. Written with the socket's own readiness
+/// rather than a `readable()` future, and without a shutdown signal (the worker drops idle connections when it
+/// has drained): an idle connection's whole state is this, and it is what thousands of idle clients cost.
+async fn wait_for_request(stream: &TcpStream, wait: Duration) -> Result<(), Elapsed> {
     let mut sleep = pin!(tokio::time::sleep(wait));
-    let mut cancelled = pin!(shutdown.cancelled());
     poll_fn(|cx| {
-        if cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::Shutdown);
-        }
-        // An error is "readable" too: the read that follows reports it.
+        // An error counts as readable: the read that follows reports it.
         if stream.poll_read_ready(cx).is_ready() {
-            return Poll::Ready(Wake::Readable);
+            return Poll::Ready(Ok(()));
         }
-        if sleep.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Wake::TimedOut);
-        }
-        Poll::Pending
+        sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
     })
     .await
 }
+
+struct Elapsed;
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
 async fn exchange(

@@ -5,11 +5,10 @@
 //! request path takes a lock; what workers share is the routing snapshot and the atomics of each backend's state.
 //! The control plane (health checks, signals) runs on the runtime that called [`Server::start`].
 //!
-//! Shutdown: one cancellation token. Workers close their listeners (new connections are refused), tell each
-//! connection to finish its request in flight and close, and report back when their last connection is gone;
-//! [`Server::shutdown`] waits for that, or for the drain deadline.
+//! Shutdown: one cancellation token. Workers close their listeners (new connections are refused), let the exchanges
+//! in flight finish (their answers say `connection: close`), then close the connections left, which are idle, and
+//! report back; [`Server::shutdown`] waits for that, or for the drain deadline.
 
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -217,29 +216,16 @@ fn worker(
                 return;
             }
         };
-        let shared = Rc::new(connection::Shared {
-            proxy: Proxy::new(routing),
-            shutdown: shutdown.clone(),
-            draining: Cell::new(false),
-        });
-        let open = Rc::new(OpenConnections::default());
+        let shared = Rc::new(connection::Shared::new(Proxy::new(routing)));
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    shared.draining.set(true);
-                    break;
-                }
+                _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let guard = open.enter();
-                    tokio::task::spawn_local(connection::serve(
-                        stream,
-                        peer,
-                        shared.clone(),
-                        guard,
-                    ));
+                    let client = connection::Client::new(stream, peer);
+                    tokio::task::spawn_local(connection::serve(client, shared.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -249,39 +235,9 @@ fn worker(
             }
         }
         drop(listener);
-        open.all_closed().await;
+        shared.drain().await;
+        // Leaving drops the connections still open: all of them are idle (or still sending a head), and closing
+        // them is the last step of the drain.
     });
     let _ = done.send(());
-}
-
-/// The client connections open on one worker, to know when the drain is over.
-#[derive(Default)]
-struct OpenConnections {
-    count: Cell<usize>,
-    closed: Notify,
-}
-
-struct OpenGuard(Rc<OpenConnections>);
-
-impl OpenConnections {
-    fn enter(self: &Rc<Self>) -> OpenGuard {
-        self.count.set(self.count.get() + 1);
-        OpenGuard(self.clone())
-    }
-
-    async fn all_closed(&self) {
-        while self.count.get() > 0 {
-            self.closed.notified().await;
-        }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        let count = self.0.count.get() - 1;
-        self.0.count.set(count);
-        if count == 0 {
-            self.0.closed.notify_waiters();
-        }
-    }
 }

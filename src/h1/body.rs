@@ -12,8 +12,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::chunked::{ChunkError, ChunkedReader};
 use super::BodyLength;
 
-/// How much to read at a time while streaming a body.
-const READ_SIZE: usize = 256 * 1024;
+/// Room for a head's read: heads are small, and most responses that follow them too.
+const HEAD_READ: usize = 4 * 1024;
+/// A body's reads start at this size and double while they come back full, up to [`MAX_READ`]: a small body
+/// costs a small buffer, a large one few system calls.
+const FIRST_BODY_READ: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// A head written before a body is sent in the same write as up to this much of the body.
+const COALESCE: usize = 32 * 1024;
 
 /// Where a body could not be moved.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +41,41 @@ impl BodyError {
     }
 }
 
-/// Reads more from `src` into `buf`; `Ok(0)` at the end of the stream.
+/// Reads more of a head from `src` into `buf`; `Ok(0)` at the end of the stream.
 pub async fn fill<R: AsyncRead + Unpin>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+    fill_up_to(src, buf, HEAD_READ).await
+}
+
+async fn fill_up_to<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    want: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
     }
     src.read_buf(buf).await
+}
+
+/// The size of a body's next read: doubles while reads come back full.
+struct ReadSize(usize);
+
+impl ReadSize {
+    fn new() -> Self {
+        ReadSize(FIRST_BODY_READ)
+    }
+
+    async fn fill<R: AsyncRead + Unpin>(
+        &mut self,
+        src: &mut R,
+        buf: &mut BytesMut,
+    ) -> io::Result<usize> {
+        let read = fill_up_to(src, buf, self.0).await?;
+        if read >= self.0 {
+            self.0 = (self.0 * 2).min(MAX_READ);
+        }
+        Ok(read)
+    }
 }
 
 /// Writes `prefix` (a head, possibly empty) and then the body of the given length from `src` to `dst`. With
@@ -82,7 +117,7 @@ async fn send<W: AsyncWrite + Unpin>(
     if pending.is_empty() {
         return dst.write_all(bytes).await.map_err(BodyError::Write);
     }
-    if bytes.len() <= READ_SIZE {
+    if bytes.len() <= COALESCE {
         pending.extend_from_slice(bytes);
         return flush(dst, pending).await;
     }
@@ -90,8 +125,12 @@ async fn send<W: AsyncWrite + Unpin>(
     dst.write_all(bytes).await.map_err(BodyError::Write)
 }
 
-async fn read_more<R: AsyncRead + Unpin>(src: &mut R, buf: &mut BytesMut) -> Result<(), BodyError> {
-    match fill(src, buf).await {
+async fn read_more<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    size: &mut ReadSize,
+) -> Result<(), BodyError> {
+    match size.fill(src, buf).await {
         Ok(0) => Err(BodyError::Truncated),
         Ok(_) => Ok(()),
         Err(error) => Err(BodyError::Read(error)),
@@ -109,6 +148,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut size = ReadSize::new();
     loop {
         let take = buf
             .len()
@@ -119,7 +159,7 @@ where
         if remaining == 0 {
             return Ok(());
         }
-        read_more(src, buf).await?;
+        read_more(src, buf, &mut size).await?;
     }
 }
 
@@ -135,6 +175,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut reader = ChunkedReader::default();
+    let mut size = ReadSize::new();
     loop {
         let used = if dechunk {
             let data = &buf[..];
@@ -150,7 +191,7 @@ where
         if reader.is_done() {
             return Ok(());
         }
-        read_more(src, buf).await?;
+        read_more(src, buf, &mut size).await?;
     }
 }
 
@@ -164,10 +205,11 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut size = ReadSize::new();
     loop {
         send(dst, pending, &buf[..]).await?;
         buf.clear();
-        match fill(src, buf).await {
+        match size.fill(src, buf).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(error) => return Err(BodyError::Read(error)),

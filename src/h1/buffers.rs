@@ -14,7 +14,7 @@ const INITIAL: usize = 4 * 1024;
 /// Buffers that grew beyond this are not kept (a 1 MiB body should not pin 1 MiB per spare buffer).
 const MAX_KEPT_CAPACITY: usize = 64 * 1024;
 /// Spare buffers kept per kind.
-const MAX_SPARE: usize = 256;
+const MAX_SPARE: usize = 16;
 
 #[derive(Default)]
 pub struct Buffers {
