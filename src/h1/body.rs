@@ -5,11 +5,13 @@
 //! read beyond the body's end stays in the buffer for the next message on that connection.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{ChunkError, ChunkedReader};
+use super::stall::Stall;
 use super::BodyLength;
 
 /// Room for a head's read: heads are small, and most responses that follow them too.
@@ -79,7 +81,8 @@ impl ReadSize {
 }
 
 /// Writes `prefix` (a head, possibly empty) and then the body of the given length from `src` to `dst`. With
-/// `dechunk`, a chunked body is sent as plain data (for HTTP/1.0 clients).
+/// `dechunk`, a chunked body is sent as plain data (for HTTP/1.0 clients). Either side that makes no progress for
+/// `stall` ends the body with an error.
 pub async fn forward<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
@@ -87,11 +90,14 @@ pub async fn forward<R, W>(
     prefix: &mut Vec<u8>,
     length: BodyLength,
     dechunk: bool,
+    stall: Duration,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let src = &mut Stall::new(src, stall);
+    let dst = &mut Stall::new(dst, stall);
     match length {
         BodyLength::Empty => flush(dst, prefix).await,
         BodyLength::Length(length) => forward_length(src, buf, dst, prefix, length).await,

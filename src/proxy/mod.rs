@@ -246,6 +246,7 @@ impl Proxy {
                 out,
                 head.body,
                 false,
+                snapshot.timeouts.idle,
             );
             let receive = tokio::time::timeout(
                 snapshot.timeouts.backend_response,
@@ -332,6 +333,7 @@ impl Proxy {
             out,
             response.body,
             dechunk,
+            snapshot.timeouts.backend_response,
         )
         .await
         {

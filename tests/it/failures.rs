@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::harness::{backend_of, client, tally, RawBackend, TestBackend, TestLb};
 
 #[tokio::test]
@@ -147,5 +149,41 @@ async fn a_backend_dying_mid_response_never_looks_complete() {
     assert_eq!(
         status, 200,
         "lb still serves after a backend died mid-response"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_that_stalls_mid_body_is_cut_off_after_backend_response() {
+    let backend =
+        RawBackend::start_stalling(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc").await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .timeout("backend_response", "500ms")
+        .start()
+        .await;
+
+    let mut stream = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut received)).await;
+
+    assert!(
+        read.is_ok(),
+        "lb kept the connection open behind a stalled backend"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("abc"),
+        "the body must stay visibly incomplete: {text}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "cut off too early"
     );
 }

@@ -350,6 +350,15 @@ pub struct RawBackend {
 
 impl RawBackend {
     pub async fn start(reply: &'static [u8]) -> Self {
+        Self::serve(reply, false).await
+    }
+
+    /// Sends `reply` and then keeps the connection open without a word (for up to 30 s).
+    pub async fn start_stalling(reply: &'static [u8]) -> Self {
+        Self::serve(reply, true).await
+    }
+
+    async fn serve(reply: &'static [u8], stall: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a raw backend");
@@ -359,7 +368,7 @@ impl RawBackend {
         let server = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                connections.spawn(raw_exchange(stream, reply, counter.clone()));
+                connections.spawn(raw_exchange(stream, reply, counter.clone(), stall));
             }
         });
         RawBackend { addr, hits, server }
@@ -381,7 +390,12 @@ impl Drop for RawBackend {
     }
 }
 
-async fn raw_exchange(mut stream: TcpStream, reply: &'static [u8], hits: Arc<AtomicUsize>) {
+async fn raw_exchange(
+    mut stream: TcpStream,
+    reply: &'static [u8],
+    hits: Arc<AtomicUsize>,
+    stall: bool,
+) {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
@@ -392,12 +406,16 @@ async fn raw_exchange(mut stream: TcpStream, reply: &'static [u8], hits: Arc<Ato
     }
     let request_line = String::from_utf8_lossy(&head);
     let target = request_line.split(' ').nth(1).unwrap_or_default();
-    let answer = if target == HEALTH_PATH {
+    let health = target == HEALTH_PATH;
+    let answer = if health {
         &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"[..]
     } else {
         hits.fetch_add(1, Ordering::SeqCst);
         reply
     };
     let _ = stream.write_all(answer).await;
+    if stall && !health {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
     let _ = stream.shutdown().await;
 }
