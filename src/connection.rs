@@ -256,7 +256,7 @@ async fn refuse(client: &mut Client, status: StatusCode) {
 }
 
 /// How long a closing connection keeps reading what the client still sends.
-const LINGER: Duration = Duration::from_secs(1);
+pub const LINGER: Duration = Duration::from_secs(1);
 /// How much it reads at most before closing anyway.
 const LINGER_BYTES: usize = 256 * 1024;
 

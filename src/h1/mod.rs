@@ -41,10 +41,14 @@ pub enum BodyLength {
     UntilClose,
 }
 
-/// The range of `part` (a slice of `buf`) within `buf`.
+/// The range of `part` within `buf`; empty when `part` is not a slice of `buf` (httparse hands out a static empty
+/// string for a missing reason phrase, or one it did not take as text).
 fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= buf.len() && !part.is_empty() => start..end,
+        _ => 0..0,
+    }
 }
 
 /// A Content-Length value: digits only, no sign, no list, no overflow.

@@ -30,6 +30,8 @@ pub struct RequestHead {
     /// The Host header, or the authority of an absolute-form target (which wins, RFC 9112 §3.2.2).
     pub host: Option<Range<usize>>,
     pub body: BodyLength,
+    /// The client sent a Content-Length (so a `Content-Length: 0` is stated again to the backend).
+    pub declared_length: bool,
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     /// A `Connection` header names other headers (which must then not be forwarded either).
@@ -187,6 +189,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         headers,
         host: authority.or(host),
         body,
+        declared_length: content_length.is_some(),
         keep_alive: if minor == 1 {
             !close
         } else {

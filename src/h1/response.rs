@@ -20,6 +20,8 @@ pub struct ResponseHead {
     pub reason: std::ops::Range<usize>,
     pub headers: Vec<Header>,
     pub body: BodyLength,
+    /// The Content-Length the backend stated (for HEAD and 304 it describes a body that is not sent).
+    pub content_length: Option<u64>,
     /// The backend will keep the connection open after this response.
     pub keep_alive: bool,
     pub connection_names: bool,
@@ -121,6 +123,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
 
         headers,
         body,
+        content_length,
         keep_alive,
         connection_names,
     };

@@ -72,6 +72,7 @@ pub fn request_head(
             forwarded.push(value);
         } else if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || (head.connection_names && named_by_connection(buf, &head.headers, name))
@@ -81,8 +82,13 @@ pub fn request_head(
             header(out, name, value);
         }
     }
-    if head.body == BodyLength::Chunked {
-        header(out, b"transfer-encoding", b"chunked");
+    // The framing is stated by us, from what we parsed: no header the client named in `Connection` (nor a
+    // duplicate) can make the backend read the body differently from how we send it.
+    match head.body {
+        BodyLength::Chunked => header(out, b"transfer-encoding", b"chunked"),
+        BodyLength::Length(length) => write_length(out, length),
+        BodyLength::Empty if head.declared_length => write_length(out, 0),
+        BodyLength::Empty | BodyLength::UntilClose => {}
     }
 
     let ip = client.to_canonical();
@@ -114,7 +120,7 @@ pub fn request_head(
             out.extend_from_slice(b"]\"");
         }
     }
-    if let Some(host) = host {
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
         if host.iter().all(|&b| is_token_char(b)) {
             out.extend_from_slice(b";host=");
             out.extend_from_slice(host);
@@ -125,6 +131,23 @@ pub fn request_head(
         }
     }
     out.extend_from_slice(b";proto=http\r\n\r\n");
+}
+
+fn write_length(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = length;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes an address in its usual text form; IPv4 without the formatting machinery (it is on every request).
@@ -171,14 +194,18 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(&buf[head.reason.clone()]);
+    let reason = &buf[head.reason.clone()];
+    if reason.is_empty() {
+        out.extend_from_slice(head.status.canonical_reason().unwrap_or("").as_bytes());
+    } else {
+        out.extend_from_slice(reason);
+    }
     out.extend_from_slice(b"\r\n");
-    // A Content-Length beside Transfer-Encoding, or on a body read until close, does not describe what follows.
-    let drop_length = matches!(head.body, BodyLength::Chunked | BodyLength::UntilClose);
     for field in &head.headers {
         let name = &buf[field.name.clone()];
+        // Content-Length is stated by us below, from what we parsed.
         if is_hop_by_hop(name)
-            || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
+            || name.eq_ignore_ascii_case(b"content-length")
             || (head.connection_names && named_by_connection(buf, &head.headers, name))
         {
             continue;
@@ -188,6 +215,14 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
     if head.status.is_informational() {
         out.extend_from_slice(b"\r\n");
         return;
+    }
+    match (head.body, head.content_length) {
+        (BodyLength::Length(length), _) => write_length(out, length),
+        // HEAD and 304 keep the length of the body they stand for; an empty body says 0. Never on 204.
+        (BodyLength::Empty, Some(length)) if head.status != StatusCode::NO_CONTENT => {
+            write_length(out, length)
+        }
+        _ => {}
     }
     if framing.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

@@ -103,7 +103,11 @@ impl Proxy {
                     let clean = head.body == BodyLength::Empty && head.keep_alive && !draining;
                     let mut out = Vec::with_capacity(192);
                     write::error_response(&mut out, error.status(), !clean);
-                    let written = client.stream.write_all(&out).await.is_ok();
+                    let write = client.stream.write_all(&out);
+                    let written = matches!(
+                        tokio::time::timeout(crate::connection::LINGER, write).await,
+                        Ok(Ok(()))
+                    );
                     if written && !clean {
                         crate::connection::linger_close(&mut client.stream).await;
                     }
@@ -231,14 +235,18 @@ impl Proxy {
         draining: bool,
     ) -> Result<Delivered, Attempt> {
         let Lease { mut stream, reused } = lease;
-        let (mut up_read, mut up_write) = stream.split();
-        let (mut client_read, mut client_write) = client.stream.split();
+        let timeouts = &snapshot.timeouts;
         let head_request = head.method == Method::HEAD;
         let http11 = head.minor == 1;
-
-        // The request goes out while the response head is awaited.
+        let mut response_out = self.buffers.vec();
+        // The request body and the response travel at the same time, for as long as both last: a backend may answer
+        // before it has read the whole body (and keep reading it), and `Expect: 100-continue` needs the 100 to reach
+        // the client before the body comes.
         let mut request_sent = false;
-        let received = {
+        let mut send_failed: Option<BodyError> = None;
+        let relayed: Result<(StatusCode, bool, bool), Attempt> = async {
+            let (mut up_read, mut up_write) = stream.split();
+            let (mut client_read, mut client_write) = client.stream.split();
             let send = body::forward(
                 &mut client_read,
                 &mut client.buf,
@@ -246,111 +254,134 @@ impl Proxy {
                 out,
                 head.body,
                 false,
-                snapshot.timeouts.idle,
+                timeouts.idle,
             );
-            let receive = tokio::time::timeout(
-                snapshot.timeouts.backend_response,
-                receive_head(
+            let mut send = pin!(send);
+            let received = {
+                let receive = receive_head(
                     &mut up_read,
                     up_buf,
                     head_request,
                     &mut client_write,
                     http11,
-                ),
-            );
-            let mut send = pin!(send);
-            let mut receive = pin!(receive);
-            let mut send_failed: Option<BodyError> = None;
-            loop {
-                tokio::select! {
-                    biased;
-                    received = &mut receive => break received,
-                    sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
-                        Ok(()) => request_sent = true,
-                        Err(error) if error.is_source() => return Err(Attempt::Fail(ProxyError::ClientBody(error))),
-                        // The backend stopped reading: it may still have answered; the response read tells.
-                        Err(error) => {
-                            if reused && replayable {
-                                return Err(Attempt::Retry(error.to_string()));
+                );
+                let mut receive = pin!(receive);
+                // The backend has `backend_response` to answer once it has the whole request; until then, the body
+                // moving at all is what counts (its own stall timeout).
+                let mut deadline = pin!(tokio::time::sleep(timeouts.backend_response));
+                loop {
+                    tokio::select! {
+                        biased;
+                        received = &mut receive => break received,
+                        sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
+                            Ok(()) => {
+                                request_sent = true;
+                                deadline.as_mut().reset(Instant::now() + timeouts.backend_response);
                             }
-                            send_failed = Some(error);
-                        }
-                    },
+                            Err(error) if error.is_source() => {
+                                return Err(Attempt::Fail(ProxyError::ClientBody(error)))
+                            }
+                            // The backend stopped reading: it may still have answered; the response read tells.
+                            Err(error) => {
+                                if reused && replayable {
+                                    return Err(Attempt::Retry(error.to_string()));
+                                }
+                                send_failed = Some(error);
+                            }
+                        },
+                        () = &mut deadline, if request_sent => break Err(Receive::TimedOut),
+                    }
                 }
-            }
-        };
-        let (response, head_length) = match received {
-            Err(_) => {
-                return Err(Attempt::Fail(ProxyError::UpstreamTimeout {
+            };
+            let (response, head_length) = received.map_err(|failure| match failure {
+                Receive::TimedOut => Attempt::Fail(ProxyError::UpstreamTimeout {
                     backend: backend.id,
-                    after: snapshot.timeouts.backend_response,
-                }))
-            }
-            Ok(Err(Receive::ClientGone)) => {
-                return Err(Attempt::Broken(ProxyError::Upstream {
+                    after: timeouts.backend_response,
+                }),
+                Receive::ClientGone => Attempt::Broken(ProxyError::Upstream {
                     backend: backend.id,
                     reason: "client went away".to_owned(),
-                }))
-            }
-            Ok(Err(Receive::Bad(error))) => {
-                return Err(Attempt::Fail(ProxyError::BadResponse {
+                }),
+                Receive::Bad(error) => Attempt::Fail(ProxyError::BadResponse {
                     backend: backend.id,
                     error,
-                }))
-            }
-            Ok(Err(Receive::Closed { reason, answered })) => {
-                if replayable && !answered {
-                    return Err(Attempt::Retry(reason));
+                }),
+                Receive::Closed { reason, answered } if replayable && !answered => {
+                    Attempt::Retry(reason)
                 }
-                return Err(Attempt::Fail(ProxyError::Upstream {
+                Receive::Closed { reason, .. } => Attempt::Fail(ProxyError::Upstream {
+                    backend: backend.id,
+                    reason,
+                }),
+            })?;
+
+            // The response head goes to the client together with the body's first bytes. Keep-alive is decided
+            // now: only when the whole request is already sent can the connection be trusted for the next one.
+            let dechunk = !http11 && response.body == BodyLength::Chunked;
+            let keep_alive = head.keep_alive
+                && request_sent
+                && !draining
+                && !dechunk
+                && response.body != BodyLength::UntilClose;
+            let framing = ClientFraming {
+                chunked: http11 && response.body == BodyLength::Chunked,
+                keep_alive,
+                http10: !http11,
+            };
+            write::response_head(
+                &mut response_out,
+                &up_buf[..head_length],
+                &response,
+                framing,
+            );
+            up_buf.advance(head_length);
+            let forward = body::forward(
+                &mut up_read,
+                up_buf,
+                &mut client_write,
+                &mut response_out,
+                response.body,
+                dechunk,
+                timeouts.backend_response,
+            );
+            let mut forward = pin!(forward);
+            let forwarded = loop {
+                tokio::select! {
+                    biased;
+                    forwarded = &mut forward => break forwarded,
+                    sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
+                        Ok(()) => request_sent = true,
+                        Err(error) => send_failed = Some(error),
+                    },
+                }
+            };
+            if let Err(error) = forwarded {
+                let reason = if error.is_source() {
+                    format!("backend failed mid-response: {error}")
+                } else {
+                    format!("client went away mid-response: {error}")
+                };
+                return Err(Attempt::Broken(ProxyError::Upstream {
                     backend: backend.id,
                     reason,
                 }));
             }
-            Ok(Ok(received)) => received,
-        };
-
-        // The response head goes to the client together with the body's first bytes.
-        let dechunk = !http11 && response.body == BodyLength::Chunked;
-        let keep_alive = head.keep_alive
-            && request_sent
-            && !draining
-            && !dechunk
-            && response.body != BodyLength::UntilClose;
-        let framing = ClientFraming {
-            chunked: http11 && response.body == BodyLength::Chunked,
-            keep_alive,
-            http10: !http11,
-        };
-        out.clear();
-        write::response_head(out, &up_buf[..head_length], &response, framing);
-        up_buf.advance(head_length);
-        let status = response.status;
-        if let Err(error) = body::forward(
-            &mut up_read,
-            up_buf,
-            &mut client_write,
-            out,
-            response.body,
-            dechunk,
-            snapshot.timeouts.backend_response,
-        )
-        .await
-        {
-            let reason = if error.is_source() {
-                format!("backend failed mid-response: {error}")
-            } else {
-                format!("client went away mid-response: {error}")
-            };
-            return Err(Attempt::Broken(ProxyError::Upstream {
-                backend: backend.id,
-                reason,
-            }));
+            Ok((response.status, keep_alive, response.keep_alive))
         }
+        .await;
+        self.buffers.recycle_vec(response_out);
+        let (status, keep_alive, backend_keep_alive) = relayed?;
+        let reusable = backend_keep_alive && request_sent && up_buf.is_empty();
         if !keep_alive {
-            let _ = client_write.shutdown().await;
+            if request_sent {
+                let _ = client.stream.shutdown().await;
+            } else {
+                // Part of the request body is still coming: read it away for a moment, so that closing does not
+                // reset the connection under the answer just sent.
+                crate::connection::linger_close(&mut client.stream).await;
+            }
         }
-        if response.keep_alive && request_sent && up_buf.is_empty() {
+        if reusable {
             self.pool.give_back(backend.addr, stream);
         }
         Ok(Delivered {
@@ -363,6 +394,8 @@ impl Proxy {
 
 /// Why no response head came back.
 enum Receive {
+    /// The backend had the whole request and did not answer within `backend_response`.
+    TimedOut,
     /// The backend closed or reset the connection; `answered`: some response bytes had arrived.
     Closed {
         reason: String,
