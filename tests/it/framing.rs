@@ -502,6 +502,59 @@ async fn a_body_that_looks_like_a_request_stays_a_body() {
 }
 
 #[tokio::test]
+async fn a_connection_header_cannot_take_the_length_away_from_a_body() {
+    let backend = RecordingBackend::start().await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+
+    conn.send(
+        format!(
+            "POST /outer HTTP/1.1\r\nHost: shop.example\r\nConnection: Content-Length\r\n\
+             Content-Length: {}\r\n\r\n{SMUGGLED}",
+            SMUGGLED.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let outer = conn.response().await;
+    conn.send(b"GET /next HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    let next = conn.response().await;
+
+    assert_eq!(
+        (outer.status, outer.text().as_str()),
+        (200, "saw POST /outer")
+    );
+    assert_eq!((next.status, next.text().as_str()), (200, "saw GET /next"));
+    assert_eq!(backend.targets(), ["/outer", "/next"], "nothing smuggled");
+    assert_eq!(
+        backend.requests()[0].body.as_deref(),
+        Some(SMUGGLED.as_bytes())
+    );
+}
+
+#[tokio::test]
+async fn a_response_without_a_reason_phrase_is_forwarded() {
+    let backend =
+        RecordingBackend::replying("/bare", b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok").await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+
+    conn.send(b"GET /bare HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    let response = conn.response().await;
+
+    assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+    assert!(!lb.logs().join("\n").contains("panicked"));
+}
+
+#[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let backend = RecordingBackend::start().await;
     let lb = TestLb::builder()

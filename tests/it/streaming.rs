@@ -6,7 +6,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{pattern_chunks, pattern_sha256, peak_memory_kib, TestBackend, TestLb};
+use crate::harness::{
+    pattern_chunks, pattern_sha256, peak_memory_kib, RawConn, TestBackend, TestLb,
+};
 
 const SIZE: u64 = 100 * 1024 * 1024;
 const MAX_PEAK_KIB: u64 = 80 * 1024;
@@ -62,5 +64,31 @@ async fn a_hundred_mib_each_way_arrives_intact_through_bounded_memory() {
         peak < MAX_PEAK_KIB,
         "lb peaked at {} MiB: bodies were buffered",
         peak / 1024
+    );
+}
+
+#[tokio::test]
+async fn an_upload_slower_than_backend_response_still_arrives_while_it_keeps_moving() {
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("backend_response", "400ms")
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: lb\r\nContent-Length: 8\r\n\r\n")
+        .await;
+    for byte in b"dribbled" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.send(&[*byte]).await;
+    }
+    let response = conn.response().await;
+
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.text().ends_with(" 8"),
+        "the backend got all 8 bytes: {}",
+        response.text()
     );
 }
