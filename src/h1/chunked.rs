@@ -23,6 +23,8 @@ enum State {
     Size {
         digits: u32,
     },
+    /// Whitespace after the size, which must lead to an extension.
+    SizeSpace,
     /// After the size: extensions up to CR.
     Extension {
         length: u32,
@@ -112,7 +114,15 @@ impl ChunkedReader {
             (State::Size { digits: 0 }, _) => {
                 return Err(ChunkError("chunk size is not a hex number"))
             }
-            (State::Size { .. }, b';' | b' ' | b'\t') => State::Extension { length: 1 },
+            (State::Size { .. }, b';') => State::Extension { length: 1 },
+            // Whitespace after the size is only allowed before an extension (`BWS ";"`, RFC 9112 §7.1.1).
+            (State::Size { .. } | State::SizeSpace, b' ' | b'\t') => State::SizeSpace,
+            (State::SizeSpace, b';') => State::Extension { length: 1 },
+            (State::SizeSpace, _) => {
+                return Err(ChunkError(
+                    "chunk size followed by something else than an extension",
+                ))
+            }
             (State::Size { .. }, b'\r') => State::SizeLf,
             (State::Size { .. }, _) => return Err(ChunkError("chunk size is not a hex number")),
             (State::Extension { .. }, b'\r') => State::SizeLf,
@@ -203,12 +213,12 @@ mod tests {
 
     #[test]
     fn reads_chunks_trailers_and_stops_at_the_end() {
-        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\nGET / HTTP/1.1\r\n";
+        let body = b"5\r\nhello\r\n1 ;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\nGET / HTTP/1.1\r\n";
         for step in [1, 2, 3, 7, body.len()] {
             let (consumed, data, done) = run(body, step).unwrap();
             assert_eq!(
                 &body[..consumed],
-                b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n"
+                b"5\r\nhello\r\n1 ;ext=1\r\n!\r\n0\r\nX-Sum: 1\r\n\r\n"
             );
             assert_eq!(data, b"hello!");
             assert!(done);
@@ -231,6 +241,8 @@ mod tests {
             b"0x5\r\nhello\r\n0\r\n\r\n",
             b" 5\r\nhello\r\n0\r\n\r\n",
             b"5\nhello\r\n0\r\n\r\n",
+            b"5 7\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
             b"5\r\nhello\n0\r\n\r\n",
             b"5\r\nhelloX\r\n0\r\n\r\n",
             b"\r\n",

@@ -102,9 +102,14 @@ impl Pool {
     pub fn give_back(&self, addr: SocketAddr, stream: TcpStream) {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
-        if list.len() >= MAX_IDLE_PER_BACKEND {
-            list.remove(0);
-        }
+        // The oldest come first: close those past their time (a backend may have closed them long ago) and any
+        // beyond the limit, so that connections not reused do not pile up.
+        let stale = list
+            .iter()
+            .take_while(|entry| entry.since.elapsed() >= MAX_IDLE)
+            .count()
+            .max((list.len() + 1).saturating_sub(MAX_IDLE_PER_BACKEND));
+        list.drain(..stale);
         list.push(Idle {
             stream,
             since: Instant::now(),
