@@ -740,6 +740,10 @@ def wait_quiet(target: Target, backends: Backends, args) -> float:
 
 
 def run_idle(target: Target, backends: Backends, args) -> dict:
+    # warm up (unmeasured), like the other scenarios: the small scenario's load for BENCH_WARMUP, so that what a
+    # proxy allocates once (buffers, backend connections, allocator arenas) is not counted per idle connection
+    if args.warmup > 0:
+        run_wrk(target.port, SCENARIOS["small"], args.warmup)
     wait_quiet(target, backends, args)
     pids = target.pids()
     before = rss_kib(pids)

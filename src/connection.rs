@@ -3,18 +3,16 @@
 //! The connection has three phases with their own deadline: waiting for a request (`idle`, closed silently when
 //! it runs out; a new connection waits `client_header`), reading a head (`client_header` from its first byte: a
 //! slowloris gets `408` and a close), and proxying (bounded by the proxy's own timeouts). While waiting, the
-//! connection holds no buffer and no waiter beyond its socket's readiness and one timer: a buffer is taken when
-//! bytes arrive and given back when the exchange is over, so thousands of idle keep-alive clients cost about
-//! 1 KiB each. On shutdown, exchanges in flight finish (their answers say `connection: close`); the worker then
+//! connection holds no buffer, no timer of its own (a slot in the worker's `IdleTimers`) and no shutdown waiter,
+//! only its socket's readiness: a buffer is taken when bytes arrive and given back when the exchange is over, so
+//! thousands of idle keep-alive clients cost about 1 KiB each. On shutdown, exchanges in flight finish (their answers say `connection: close`); the worker then
 //! drops the connections left, which are idle.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -25,7 +23,9 @@ use tokio::sync::Notify;
 
 use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
+use crate::h1::socket;
 use crate::h1::write;
+use crate::idle::IdleTimers;
 use crate::proxy::Proxy;
 
 /// The first allocation for a request head; it grows up to the head limit.
@@ -37,6 +37,8 @@ pub struct Client {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub buf: BytesMut,
+    /// Whether TCP_NODELAY is on (see [`no_delay`]).
+    pub nodelay: bool,
 }
 
 /// What every connection of a worker shares.
@@ -47,6 +49,8 @@ pub struct Shared {
     /// Exchanges in flight (a head being read or a request being proxied).
     in_flight: Cell<usize>,
     quiet: Notify,
+    /// The deadlines of the connections waiting for a request.
+    pub idle: IdleTimers,
 }
 
 impl Shared {
@@ -56,7 +60,15 @@ impl Shared {
             draining: Cell::new(false),
             in_flight: Cell::new(0),
             quiet: Notify::new(),
+            idle: IdleTimers::default(),
         }
+    }
+
+    /// How often the worker's sweeper looks for idle waits past their deadline: an eighth of the shorter wait.
+    pub fn idle_tick(&self) -> Duration {
+        let timeouts = self.proxy.timeouts();
+        (timeouts.client_header.min(timeouts.idle) / 8)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     /// Starts the drain: from now on answers close their connections. Returns when no exchange is in flight.
@@ -90,86 +102,86 @@ impl Drop for InFlight<'_> {
 
 impl Client {
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
-        let _ = stream.set_nodelay(true);
         Client {
             stream,
             peer,
             buf: BytesMut::new(),
+            nodelay: false,
         }
+    }
+}
+
+/// Turns Nagle's algorithm off on a client connection, once, when it first matters: before an answer that takes
+/// more than one write, and once a connection carries a second answer (a pipelined one could otherwise wait for
+/// the acknowledgement of the first). An answer written in one piece with nothing unacknowledged before it is never
+/// delayed, so a connection that makes one small request and closes never pays for the system call (nginx too sets
+/// the option only on the way to keep-alive).
+pub fn no_delay(stream: &TcpStream, set: &mut bool) {
+    if !*set {
+        *set = true;
+        let _ = stream.set_nodelay(true);
     }
 }
 
 /// Serves one client connection until it closes or times out, or until its worker has drained (see
 /// [`Shared::drain`]): an idle connection is then simply dropped.
-pub async fn serve(mut client: Client, shared: Rc<Shared>) {
-    let mut first = true;
-    loop {
-        let buffers = shared.proxy.buffers();
-        if client.buf.is_empty() {
-            let wait = {
-                let timeouts = shared.proxy.timeouts();
-                if first {
-                    timeouts.client_header
-                } else {
-                    timeouts.idle
+/// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
+#[allow(clippy::manual_async_fn)]
+pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
+    async move {
+        let mut first = true;
+        loop {
+            let buffers = shared.proxy.buffers();
+            if client.buf.is_empty() {
+                let wait = {
+                    let timeouts = shared.proxy.timeouts();
+                    if first {
+                        timeouts.client_header
+                    } else {
+                        timeouts.idle
+                    }
+                };
+                if shared.idle.readable(&client.stream, wait).await.is_err() {
+                    return tracing::trace!(peer = %client.peer, "idle client connection closed");
                 }
-            };
-            if wait_for_request(&client.stream, wait).await.is_err() {
-                return tracing::trace!(peer = %client.peer, "idle client connection closed");
+                // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that
+                // arrived make the connection take a buffer and start an exchange.
+                client.buf = buffers.bytes();
+                match socket::try_read_into(&client.stream, &mut client.buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        buffers.recycle_bytes(std::mem::take(&mut client.buf));
+                        continue;
+                    }
+                    Err(error) => {
+                        return tracing::debug!(peer = %client.peer, %error, "client connection error")
+                    }
+                }
             }
-            // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that
-            // arrived make the connection take a buffer and start an exchange.
-            client.buf = buffers.bytes();
-            match client.stream.try_read_buf(&mut client.buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    buffers.recycle_bytes(std::mem::take(&mut client.buf));
-                    continue;
-                }
-                Err(error) => {
-                    return tracing::debug!(peer = %client.peer, %error, "client connection error")
-                }
+            first = false;
+            // A box keeps the connection's own future small while it waits: the exchange's state lives only while
+            // there is an exchange.
+            let header_timeout = shared.proxy.timeouts().client_header;
+            let in_flight = InFlight::enter(&shared);
+            let exchange = exchange(
+                &mut client,
+                &shared.proxy,
+                header_timeout,
+                shared.draining.get(),
+            );
+            let keep_alive = Box::pin(exchange).await;
+            drop(in_flight);
+            if client.buf.is_empty() || !keep_alive {
+                buffers.recycle_bytes(std::mem::take(&mut client.buf));
             }
-        }
-        first = false;
-        // A box keeps the connection's own future small while it waits: the exchange's state lives only while
-        // there is an exchange.
-        let header_timeout = shared.proxy.timeouts().client_header;
-        let in_flight = InFlight::enter(&shared);
-        let exchange = exchange(
-            &mut client,
-            &shared.proxy,
-            header_timeout,
-            shared.draining.get(),
-        );
-        let keep_alive = Box::pin(exchange).await;
-        drop(in_flight);
-        if client.buf.is_empty() || !keep_alive {
-            buffers.recycle_bytes(std::mem::take(&mut client.buf));
-        }
-        if !keep_alive {
-            return;
+            if !keep_alive {
+                return;
+            }
+            no_delay(&client.stream, &mut client.nodelay);
         }
     }
 }
-
-/// Waits until the client sends something (`Ok`) or `wait` runs out. Written with the socket's own readiness
-/// rather than a `readable()` future, and without a shutdown signal (the worker drops idle connections when it
-/// has drained): an idle connection's whole state is this, and it is what thousands of idle clients cost.
-async fn wait_for_request(stream: &TcpStream, wait: Duration) -> Result<(), Elapsed> {
-    let mut sleep = pin!(tokio::time::sleep(wait));
-    poll_fn(|cx| {
-        // An error counts as readable: the read that follows reports it.
-        if stream.poll_read_ready(cx).is_ready() {
-            return Poll::Ready(Ok(()));
-        }
-        sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
-    })
-    .await
-}
-
-struct Elapsed;
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
 async fn exchange(
@@ -229,7 +241,7 @@ async fn read_head(
             let grow = client.buf.capacity().clamp(HEAD_BUFFER, request::MAX_HEAD);
             client.buf.reserve(grow);
         }
-        match client.stream.read_buf(&mut client.buf).await {
+        match socket::read_into(&mut client.stream, &mut client.buf).await {
             Ok(0) if client.buf.is_empty() => return Ok(None),
             Ok(0) => {
                 return Err(HeadError::Io(io::Error::new(
@@ -253,6 +265,14 @@ async fn refuse(client: &mut Client, status: StatusCode) {
     {
         linger_close(&mut client.stream).await;
     }
+}
+
+/// Whether the client has sent nothing we have not read: no bytes left in the buffer, and none waiting in the socket
+/// as far as the reactor knows (reads that empty the socket clear its readiness: see `h1::socket`). Closing such a
+/// connection ends it cleanly; closing one with unread input would reset it.
+pub fn nothing_unread(client: &Client) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    client.buf.is_empty() && client.stream.poll_read_ready(&mut cx).is_pending()
 }
 
 /// How long a closing connection keeps reading what the client still sends.

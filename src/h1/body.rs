@@ -8,9 +8,10 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{ChunkError, ChunkedReader};
+use super::socket::{read_into, ReadInto};
 use super::stall::Stall;
 use super::BodyLength;
 
@@ -22,6 +23,16 @@ const FIRST_BODY_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
 /// A head written before a body is sent in the same write as up to this much of the body.
 const COALESCE: usize = 32 * 1024;
+
+/// Whether a body of `length`, of which `buffered` bytes are already read, goes out in the same single write as its
+/// head.
+pub fn fits_one_write(length: BodyLength, buffered: usize) -> bool {
+    match length {
+        BodyLength::Empty => true,
+        BodyLength::Length(length) => length <= buffered as u64 && length <= COALESCE as u64,
+        BodyLength::Chunked | BodyLength::UntilClose => false,
+    }
+}
 
 /// Where a body could not be moved.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +55,11 @@ impl BodyError {
 }
 
 /// Reads more of a head from `src` into `buf`; `Ok(0)` at the end of the stream.
-pub async fn fill<R: AsyncRead + Unpin>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+pub async fn fill<R: ReadInto>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
     fill_up_to(src, buf, HEAD_READ).await
 }
 
-async fn fill_up_to<R: AsyncRead + Unpin>(
+async fn fill_up_to<R: ReadInto>(
     src: &mut R,
     buf: &mut BytesMut,
     want: usize,
@@ -56,7 +67,7 @@ async fn fill_up_to<R: AsyncRead + Unpin>(
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
     }
-    src.read_buf(buf).await
+    read_into(src, buf).await
 }
 
 /// The size of a body's next read: doubles while reads come back full.
@@ -67,11 +78,7 @@ impl ReadSize {
         ReadSize(FIRST_BODY_READ)
     }
 
-    async fn fill<R: AsyncRead + Unpin>(
-        &mut self,
-        src: &mut R,
-        buf: &mut BytesMut,
-    ) -> io::Result<usize> {
+    async fn fill<R: ReadInto>(&mut self, src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
         let read = fill_up_to(src, buf, self.0).await?;
         if read >= self.0 {
             self.0 = (self.0 * 2).min(MAX_READ);
@@ -93,7 +100,7 @@ pub async fn forward<R, W>(
     stall: Duration,
 ) -> Result<(), BodyError>
 where
-    R: AsyncRead + Unpin,
+    R: ReadInto,
     W: AsyncWrite + Unpin,
 {
     let src = &mut Stall::new(src, stall);
@@ -131,7 +138,7 @@ async fn send<W: AsyncWrite + Unpin>(
     dst.write_all(bytes).await.map_err(BodyError::Write)
 }
 
-async fn read_more<R: AsyncRead + Unpin>(
+async fn read_more<R: ReadInto>(
     src: &mut R,
     buf: &mut BytesMut,
     size: &mut ReadSize,
@@ -151,7 +158,7 @@ async fn forward_length<R, W>(
     mut remaining: u64,
 ) -> Result<(), BodyError>
 where
-    R: AsyncRead + Unpin,
+    R: ReadInto,
     W: AsyncWrite + Unpin,
 {
     let mut size = ReadSize::new();
@@ -177,7 +184,7 @@ async fn forward_chunked<R, W>(
     dechunk: bool,
 ) -> Result<(), BodyError>
 where
-    R: AsyncRead + Unpin,
+    R: ReadInto,
     W: AsyncWrite + Unpin,
 {
     let mut reader = ChunkedReader::default();
@@ -208,7 +215,7 @@ async fn forward_until_close<R, W>(
     pending: &mut Vec<u8>,
 ) -> Result<(), BodyError>
 where
-    R: AsyncRead + Unpin,
+    R: ReadInto,
     W: AsyncWrite + Unpin,
 {
     let mut size = ReadSize::new();

@@ -8,13 +8,15 @@
 //! - `request` / `response`: parse and judge a head (framing, Host, limits); refusals carry their status.
 //! - `chunked`: a strict streaming reader of the chunked coding, which finds where a body ends.
 //! - `write`: the heads each side gets (hop-by-hop headers dropped, forwarding headers added).
-//! - `body`: moving a body from one socket to the other in its framing; `stall`: its inactivity timeout.
+//! - `body`: moving a body from one socket to the other in its framing; `stall`: its inactivity timeout;
+//!   `socket`: reads that know when they emptied the socket (no wasted read before each wait).
 
 pub mod body;
 pub mod buffers;
 pub mod chunked;
 pub mod request;
 pub mod response;
+pub mod socket;
 pub mod stall;
 pub mod write;
 

@@ -12,8 +12,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
+
+use super::socket::ReadInto;
 
 pub struct Stall<T> {
     inner: T,
@@ -69,13 +72,13 @@ impl<T> Stall<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Stall<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl<T: ReadInto> ReadInto for Stall<T> {
+    fn poll_read_into(
+        &mut self,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let polled = self.inner.poll_read_into(cx, buf);
         self.watch(cx, polled)
     }
 }
@@ -102,25 +105,36 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::socket::read_into;
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (far, _) = listener.accept().await.unwrap();
+        (near, far)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_side_that_never_moves_times_out() {
-        let (mut near, far) = tokio::io::duplex(64);
+        let (mut near, far) = pair().await;
         let mut reader = Stall::new(far, Duration::from_secs(5));
         near.write_all(b"abc").await.unwrap();
-        let mut buf = [0u8; 8];
-        assert_eq!(reader.read(&mut buf).await.unwrap(), 3);
+        let mut buf = BytesMut::with_capacity(8);
+        assert_eq!(read_into(&mut reader, &mut buf).await.unwrap(), 3);
         let started = Instant::now();
-        let error = reader.read(&mut buf).await.unwrap_err();
+        let error = read_into(&mut reader, &mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_secs(5));
     }
 
     #[tokio::test(start_paused = true)]
     async fn progress_resets_the_clock() {
-        let (mut near, far) = tokio::io::duplex(64);
+        let (mut near, far) = pair().await;
         let mut reader = Stall::new(far, Duration::from_secs(5));
         let writer = tokio::spawn(async move {
             for _ in 0..4 {
@@ -128,10 +142,10 @@ mod tests {
                 near.write_all(b"x").await.unwrap();
             }
         });
-        let mut buf = [0u8; 8];
         for _ in 0..4 {
+            let mut buf = BytesMut::with_capacity(8);
             assert_eq!(
-                reader.read(&mut buf).await.unwrap(),
+                read_into(&mut reader, &mut buf).await.unwrap(),
                 1,
                 "3 s apart is within 5 s"
             );

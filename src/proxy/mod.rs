@@ -335,6 +335,9 @@ impl Proxy {
                 framing,
             );
             up_buf.advance(head_length);
+            if !body::fits_one_write(response.body, up_buf.len()) {
+                crate::connection::no_delay(client_write.as_ref(), &mut client.nodelay);
+            }
             let forward = body::forward(
                 &mut up_read,
                 up_buf,
@@ -372,14 +375,12 @@ impl Proxy {
         self.buffers.recycle_vec(response_out);
         let (status, keep_alive, backend_keep_alive) = relayed?;
         let reusable = backend_keep_alive && request_sent && up_buf.is_empty();
-        if !keep_alive {
-            if request_sent {
-                let _ = client.stream.shutdown().await;
-            } else {
-                // Part of the request body is still coming: read it away for a moment, so that closing does not
-                // reset the connection under the answer just sent.
-                crate::connection::linger_close(&mut client.stream).await;
-            }
+        let clean_end = request_sent && crate::connection::nothing_unread(client);
+        if !keep_alive && !clean_end {
+            // Part of the request body, or another request, is still coming: read it away for a moment, so that
+            // closing does not reset the connection under the answer just sent. Otherwise the close that follows
+            // sends the end of the stream by itself.
+            crate::connection::linger_close(&mut client.stream).await;
         }
         if reusable {
             self.pool.give_back(backend.addr, stream);
@@ -441,6 +442,8 @@ async fn receive_head(
                 }
                 up_buf.advance(length);
                 if http11 {
+                    // The final answer follows this one: it must not wait for this one's acknowledgement.
+                    let _ = client_write.as_ref().set_nodelay(true);
                     client_write
                         .write_all(&out)
                         .await
