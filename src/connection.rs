@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -191,7 +191,12 @@ async fn exchange(
     draining: bool,
 ) -> bool {
     let buffers = proxy.buffers();
-    let read = tokio::time::timeout(header_timeout, read_head(client, buffers)).await;
+    // Most heads arrive whole in their first read: those need no timer.
+    let read = match take_head(client, buffers) {
+        Ok(Some(head)) => Ok(Ok(Some(head))),
+        Ok(None) => tokio::time::timeout(header_timeout, read_head(client, buffers)).await,
+        Err(refusal) => Ok(Err(HeadError::Refused(refusal))),
+    };
     let (head, raw) = match read {
         Ok(Ok(Some(head))) => head,
         Ok(Ok(None)) => return false,
@@ -222,20 +227,14 @@ enum HeadError {
     Refused(request::Refusal),
 }
 
-/// Reads until a whole request head is in the buffer, and takes it out (copied into a buffer of its own, so the
-/// read buffer stays unshared and reusable). `None`: the client closed cleanly.
+/// Reads until a whole request head is in the buffer, and takes it out. `None`: the client closed cleanly.
 async fn read_head(
     client: &mut Client,
     buffers: &Buffers,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
     loop {
-        if !client.buf.is_empty() {
-            if let Some((head, length)) = request::parse(&client.buf).map_err(HeadError::Refused)? {
-                let mut raw = buffers.vec();
-                raw.extend_from_slice(&client.buf[..length]);
-                client.buf.advance(length);
-                return Ok(Some((head, raw)));
-            }
+        if let Some(head) = take_head(client, buffers).map_err(HeadError::Refused)? {
+            return Ok(Some(head));
         }
         if client.buf.capacity() - client.buf.len() < 512 {
             let grow = client.buf.capacity().clamp(HEAD_BUFFER, request::MAX_HEAD);
@@ -255,6 +254,24 @@ async fn read_head(
     }
 }
 
+/// Takes a whole request head out of the buffer if it is there (copied into a buffer of its own, so the read buffer
+/// stays unshared and reusable).
+fn take_head(
+    client: &mut Client,
+    buffers: &Buffers,
+) -> Result<Option<(RequestHead, Vec<u8>)>, request::Refusal> {
+    if client.buf.is_empty() {
+        return Ok(None);
+    }
+    let Some((head, length)) = request::parse(&client.buf)? else {
+        return Ok(None);
+    };
+    let mut raw = buffers.vec();
+    raw.extend_from_slice(&client.buf[..length]);
+    client.buf.advance(length);
+    Ok(Some((head, raw)))
+}
+
 /// Answers a request we will not forward, and closes.
 async fn refuse(client: &mut Client, status: StatusCode) {
     let mut out = Vec::with_capacity(192);
@@ -271,8 +288,10 @@ async fn refuse(client: &mut Client, status: StatusCode) {
 /// as far as the reactor knows (reads that empty the socket clear its readiness: see `h1::socket`). Closing such a
 /// connection ends it cleanly; closing one with unread input would reset it.
 pub fn nothing_unread(client: &Client) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    client.buf.is_empty() && client.stream.poll_read_ready(&mut cx).is_pending()
+    // `try_io` reads the readiness without a system call and, unlike `poll_read_ready`, without tokio's
+    // cooperative budget (which, once spent, reports "not ready" whatever the socket's state).
+    let readable = client.stream.try_io(Interest::READABLE, || Ok(())).is_ok();
+    client.buf.is_empty() && !readable
 }
 
 /// How long a closing connection keeps reading what the client still sends.
@@ -288,7 +307,8 @@ pub async fn linger_close(stream: &mut TcpStream) {
         return;
     }
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would sit in the future of every exchange that might linger (4 KiB each).
+        let mut sink = vec![0u8; 4096];
         let mut total = 0;
         while total < LINGER_BYTES {
             match stream.read(&mut sink).await {

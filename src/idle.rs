@@ -102,6 +102,8 @@ pub struct Readable<'a> {
 }
 
 const NO_SLOT: u32 = u32::MAX;
+/// Slots an empty slab may keep.
+const SHRINK_ABOVE: usize = 1024;
 
 impl Future for Readable<'_> {
     type Output = Result<(), Elapsed>;
@@ -123,7 +125,13 @@ impl Future for Readable<'_> {
 impl Drop for Readable<'_> {
     fn drop(&mut self) {
         if self.slot != NO_SLOT {
-            self.timers.slots.borrow_mut().remove(self.slot as usize);
+            let mut slots = self.timers.slots.borrow_mut();
+            slots.remove(self.slot as usize);
+            // A slab keeps its peak size (and the sweeper visits every entry): start afresh once a burst of
+            // waiting connections is gone.
+            if slots.is_empty() && slots.capacity() > SHRINK_ABOVE {
+                *slots = Slab::new();
+            }
         }
     }
 }

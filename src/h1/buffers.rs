@@ -13,13 +13,44 @@ use bytes::BytesMut;
 const INITIAL: usize = 4 * 1024;
 /// Buffers that grew beyond this are not kept (a 1 MiB body should not pin 1 MiB per spare buffer).
 const MAX_KEPT_CAPACITY: usize = 64 * 1024;
-/// Spare buffers kept per kind.
-const MAX_SPARE: usize = 16;
+/// The capacity of spare buffers kept per kind: enough for a few hundred exchanges in flight to take theirs
+/// without `malloc` (at 4 KiB each).
+const MAX_SPARE_BYTES: usize = 1024 * 1024;
 
 #[derive(Default)]
 pub struct Buffers {
-    bytes: RefCell<Vec<BytesMut>>,
-    vecs: RefCell<Vec<Vec<u8>>>,
+    bytes: RefCell<Spare<BytesMut>>,
+    vecs: RefCell<Spare<Vec<u8>>>,
+}
+
+/// Spare buffers of one kind and their total capacity.
+struct Spare<B> {
+    buffers: Vec<B>,
+    capacity: usize,
+}
+
+impl<B> Default for Spare<B> {
+    fn default() -> Self {
+        Spare {
+            buffers: Vec::new(),
+            capacity: 0,
+        }
+    }
+}
+
+impl<B> Spare<B> {
+    fn take(&mut self, capacity: impl Fn(&B) -> usize) -> Option<B> {
+        let buf = self.buffers.pop()?;
+        self.capacity -= capacity(&buf);
+        Some(buf)
+    }
+
+    fn keep(&mut self, buf: B, capacity: usize) {
+        if capacity <= MAX_KEPT_CAPACITY && self.capacity + capacity <= MAX_SPARE_BYTES {
+            self.capacity += capacity;
+            self.buffers.push(buf);
+        }
+    }
 }
 
 impl Buffers {
@@ -27,7 +58,7 @@ impl Buffers {
     pub fn bytes(&self) -> BytesMut {
         self.bytes
             .borrow_mut()
-            .pop()
+            .take(BytesMut::capacity)
             .unwrap_or_else(|| BytesMut::with_capacity(INITIAL))
     }
 
@@ -37,25 +68,21 @@ impl Buffers {
         // After `advance`, a buffer's spare room starts midway; reserving moves it back to the start when the
         // buffer is not shared (and allocates anew when it is, which is then not worth keeping).
         buf.reserve(INITIAL);
-        let mut spare = self.bytes.borrow_mut();
-        if buf.capacity() <= MAX_KEPT_CAPACITY && spare.len() < MAX_SPARE {
-            spare.push(buf);
-        }
+        let capacity = buf.capacity();
+        self.bytes.borrow_mut().keep(buf, capacity);
     }
 
     /// An empty write buffer.
     pub fn vec(&self) -> Vec<u8> {
         self.vecs
             .borrow_mut()
-            .pop()
+            .take(Vec::capacity)
             .unwrap_or_else(|| Vec::with_capacity(INITIAL))
     }
 
     pub fn recycle_vec(&self, mut buf: Vec<u8>) {
         buf.clear();
-        let mut spare = self.vecs.borrow_mut();
-        if buf.capacity() <= MAX_KEPT_CAPACITY && spare.len() < MAX_SPARE {
-            spare.push(buf);
-        }
+        let capacity = buf.capacity();
+        self.vecs.borrow_mut().keep(buf, capacity);
     }
 }

@@ -6,6 +6,10 @@
 //! costs us. nginx avoids it the same way we do here: a read that returns less than the room it was given has
 //! emptied the socket, so the socket no longer counts as readable (new bytes or the peer's close raise a new edge,
 //! and a close seen by the reactor stays visible). [`ReadInto`] is that read, into a `BytesMut`.
+//!
+//! One case fools the rule, here as in nginx: a read stops short at TCP urgent data with bytes still queued behind
+//! it. Only a client that sends urgent data (no HTTP client does) is affected, and only its own connection: it
+//! waits for its next bytes, bounded by the usual timeouts.
 
 use std::future::poll_fn;
 use std::io;
@@ -18,7 +22,7 @@ use tokio::net::TcpStream;
 
 /// A read side that reads into the spare room of a buffer.
 pub trait ReadInto {
-    /// Reads at most the buffer's spare capacity; `Ok(0)` is the end of the stream (or a buffer with no room).
+    /// Reads at most the buffer's spare capacity (made if there is none); `Ok(0)` is the end of the stream.
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -88,7 +92,8 @@ fn poll_read_stream(
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() == buf.len() {
-        return Poll::Ready(Ok(0));
+        // Callers give room; a full buffer must not read as the end of the stream.
+        buf.reserve(4096);
     }
     loop {
         ready!(stream.poll_read_ready(cx))?;

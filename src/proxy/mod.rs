@@ -158,24 +158,36 @@ impl Proxy {
     ) -> Result<Delivered, (ProxyError, bool)> {
         let replayable = is_idempotent(&head.method) && head.body == BodyLength::Empty;
         let backends = &snapshot.backends;
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut last_failure: Option<String> = None;
+        // A kept-alive connection that failed before any answer was most likely closed by the backend just as it
+        // was lent (its idle timeout): the same backend then gets one more try, on a new connection.
+        let mut again_on_new: Option<usize> = None;
+        let mut renewed = false;
         loop {
-            let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(&i);
-            let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
-                let error = match last_failure {
-                    None => ProxyError::NoHealthyBackend,
-                    Some(last) => ProxyError::AllAttemptsFailed(last),
-                };
-                return Err((error, false));
+            let (index, new_connection) = match again_on_new.take() {
+                Some(index) => (index, true),
+                None => {
+                    let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(i);
+                    let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
+                        let error = match last_failure {
+                            None => ProxyError::NoHealthyBackend,
+                            Some(last) => ProxyError::AllAttemptsFailed(last),
+                        };
+                        return Err((error, false));
+                    };
+                    tried.push(index);
+                    (index, false)
+                }
             };
-            tried.push(index);
             let backend = &backends[index];
-            let lease = match self
-                .pool
-                .lease(backend.addr, snapshot.timeouts.connect)
-                .await
-            {
+            let timeout = snapshot.timeouts.connect;
+            let lease = if new_connection {
+                Box::pin(self.pool.connect(backend.addr, timeout)).await
+            } else {
+                self.pool.lease(backend.addr, timeout).await
+            };
+            let lease = match lease {
                 Ok(lease) => lease,
                 Err(error) => {
                     backend
@@ -190,6 +202,7 @@ impl Proxy {
             };
             out.clear();
             write::request_head(out, raw, head, client.peer.ip(), &backend.authority);
+            let reused = lease.reused;
             let mut up_buf = self.buffers.bytes();
             let attempt = self
                 .exchange(
@@ -209,6 +222,11 @@ impl Proxy {
                 Ok(done) => {
                     backend.state.requests.fetch_add(1, Ordering::Relaxed);
                     return Ok(done);
+                }
+                Err(Attempt::Retry(reason)) if reused && !renewed => {
+                    tracing::debug!(backend = backend.id, %reason, "kept-alive backend connection failed before answering, resending on a new one");
+                    renewed = true;
+                    again_on_new = Some(index);
                 }
                 Err(Attempt::Retry(reason)) => {
                     tracing::warn!(backend = backend.id, %reason, "backend failed before answering, resending to the next one");
@@ -247,7 +265,7 @@ impl Proxy {
         let relayed: Result<(StatusCode, bool, bool), Attempt> = async {
             let (mut up_read, mut up_write) = stream.split();
             let (mut client_read, mut client_write) = client.stream.split();
-            let send = body::forward(
+            let mut send = pin!(body::forward(
                 &mut client_read,
                 &mut client.buf,
                 &mut up_write,
@@ -255,17 +273,15 @@ impl Proxy {
                 head.body,
                 false,
                 timeouts.idle,
-            );
-            let mut send = pin!(send);
+            ));
             let received = {
-                let receive = receive_head(
+                let mut receive = pin!(receive_head(
                     &mut up_read,
                     up_buf,
                     head_request,
                     &mut client_write,
                     http11,
-                );
-                let mut receive = pin!(receive);
+                ));
                 // The backend has `backend_response` to answer once it has the whole request; until then, the body
                 // moving at all is what counts (its own stall timeout).
                 let mut deadline = pin!(tokio::time::sleep(timeouts.backend_response));
@@ -338,7 +354,7 @@ impl Proxy {
             if !body::fits_one_write(response.body, up_buf.len()) {
                 crate::connection::no_delay(client_write.as_ref(), &mut client.nodelay);
             }
-            let forward = body::forward(
+            let mut forward = pin!(body::forward(
                 &mut up_read,
                 up_buf,
                 &mut client_write,
@@ -346,8 +362,7 @@ impl Proxy {
                 response.body,
                 dechunk,
                 timeouts.backend_response,
-            );
-            let mut forward = pin!(forward);
+            ));
             let forwarded = loop {
                 tokio::select! {
                     biased;
@@ -390,6 +405,28 @@ impl Proxy {
             backend: backend.id,
             keep_alive,
         })
+    }
+}
+
+/// The backends one request already tried: the first inline (no allocation per request), the others (retries)
+/// in a list.
+#[derive(Default)]
+struct Tried {
+    first: Option<usize>,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn contains(&self, index: usize) -> bool {
+        self.first == Some(index) || self.more.contains(&index)
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.first.is_none() {
+            self.first = Some(index);
+        } else {
+            self.more.push(index);
+        }
     }
 }
 

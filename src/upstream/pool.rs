@@ -3,21 +3,23 @@
 //! Each worker owns its pool (`Rc`, no locks): a connection is only ever used by the thread that opened it. A
 //! connection is lent for one exchange and given back only when that exchange ended cleanly with both sides
 //! agreeing to keep it open. Idle connections are reused newest first; before reuse, one that the backend closed
-//! in the meantime is noticed from its readiness (no system call) and dropped, and any idle for longer than
-//! [`MAX_IDLE`] is not trusted at all.
+//! in the meantime is noticed (from its readiness when it was idle only briefly, with a non-blocking read
+//! otherwise) and dropped, and any idle for longer than [`MAX_IDLE`] is not trusted at all.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// How long an idle backend connection is kept for reuse.
 const MAX_IDLE: Duration = Duration::from_secs(30);
+/// A connection idle for less than this is trusted to be open unless the reactor saw it become readable.
+const TRUST_READINESS: Duration = Duration::from_millis(100);
 /// Idle connections kept per backend per worker; more are closed when they come back.
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
@@ -75,6 +77,15 @@ impl Pool {
                 reused: true,
             });
         }
+        self.connect(addr, connect_timeout).await
+    }
+
+    /// A new connection to `addr`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Lease, ConnectError> {
         let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
             Ok(Err(error)) => return Err(ConnectError::Io(error)),
@@ -91,7 +102,8 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < MAX_IDLE && looks_open(&entry.stream) {
+            let idle_for = entry.since.elapsed();
+            if idle_for < MAX_IDLE && looks_open(&entry.stream, idle_for) {
                 return Some(entry.stream);
             }
         }
@@ -117,17 +129,16 @@ impl Pool {
     }
 }
 
-/// An idle connection has nothing to read: if the reactor saw it become readable, the backend closed it (or sent
-/// something unasked), and it must not carry a request. Checking the readiness the reactor already has costs no
-/// system call; when it says readable, one non-blocking read confirms.
-fn looks_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
+/// An idle connection has nothing to read: if it became readable, the backend closed it (or sent something
+/// unasked), and it must not carry a request. A connection lent again within [`TRUST_READINESS`] is judged by
+/// the readiness the reactor already has (no system call: this is the busy case); one idle for longer gets a
+/// non-blocking read, which also sees a close the reactor has not reported yet (a backend's own idle timeout
+/// firing just now).
+fn looks_open(stream: &TcpStream, idle_for: Duration) -> bool {
+    let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
+    if !readable && idle_for < TRUST_READINESS {
+        return true;
     }
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

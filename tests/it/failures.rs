@@ -1,9 +1,13 @@
 //! When backends fail: a refused connection is retried on the next backend, so a dying backend costs clients nothing;
 //! what cannot be retried is answered honestly (502, 504), and a body cut short never looks complete.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::harness::{backend_of, client, tally, RawBackend, TestBackend, TestLb};
 
@@ -89,6 +93,57 @@ async fn a_backend_closing_without_an_answer_means_502_and_no_second_try_there()
         1,
         "the request was sent twice to the same backend"
     );
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_closed_as_it_is_reused_is_retried_on_a_new_one() {
+    let (addr, closed_unanswered) = one_answer_per_connection().await;
+    let lb = TestLb::builder()
+        .backend_at(1, addr)
+        .health("interval", "10s")
+        .start()
+        .await;
+
+    assert_eq!(lb.get("/").await, (200, "ok".to_owned()));
+    // The second request goes out on the kept-alive connection, which the backend closes without an answer.
+    assert_eq!(lb.get("/").await, (200, "ok".to_owned()));
+    assert_eq!(closed_unanswered.load(Ordering::SeqCst), 1);
+}
+
+/// A backend that answers the first request of each connection and closes it, unanswered, when a second comes:
+/// like a backend whose keep-alive timeout fires just as the connection is reused. Counts those closes.
+async fn one_answer_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counter = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let mut head = Vec::new();
+                let mut answered = false;
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    head.extend_from_slice(&buf[..n]);
+                    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    if answered {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    answered = true;
+                    head.clear();
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, closed)
 }
 
 #[tokio::test]
