@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 
 use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
-use crate::h1::socket;
 use crate::h1::write;
+use crate::h1::{body, socket};
 use crate::idle::IdleTimers;
 use crate::proxy::Proxy;
 
@@ -217,6 +217,9 @@ async fn exchange(
             return false;
         }
     };
+    if !body::is_complete(head.body, client.buf.len()) {
+        socket::acknowledge_now(&client.stream);
+    }
     let keep_alive = proxy.handle(client, &head, &raw, draining).await;
     buffers.recycle_vec(raw);
     keep_alive

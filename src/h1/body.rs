@@ -34,6 +34,15 @@ pub fn fits_one_write(length: BodyLength, buffered: usize) -> bool {
     }
 }
 
+/// Whether a body of `length` is all in the `buffered` bytes already read.
+pub fn is_complete(length: BodyLength, buffered: usize) -> bool {
+    match length {
+        BodyLength::Empty => true,
+        BodyLength::Length(length) => length <= buffered as u64,
+        BodyLength::Chunked | BodyLength::UntilClose => false,
+    }
+}
+
 /// Where a body could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

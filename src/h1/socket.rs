@@ -86,6 +86,14 @@ pub fn try_read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize
     }
 }
 
+/// Acknowledges what arrived at once, and the next few segments too. Wanted when a message's head has come and its
+/// body has not: a sender using Nagle's algorithm (Python's `http.server`, most clients that do not set
+/// TCP_NODELAY) holds a small body back until its head is acknowledged, and a kept-alive or fresh (see the
+/// listener) connection acknowledges late: 40 ms for nothing.
+pub fn acknowledge_now(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_quickack(true);
+}
+
 fn poll_read_stream(
     stream: &TcpStream,
     cx: &mut Context<'_>,

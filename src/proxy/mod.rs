@@ -30,6 +30,7 @@ use crate::h1::body::{self, BodyError};
 use crate::h1::buffers::Buffers;
 use crate::h1::request::RequestHead;
 use crate::h1::response::{self, BadResponse, ResponseHead};
+use crate::h1::socket;
 use crate::h1::write::{self, ClientFraming};
 use crate::h1::BodyLength;
 use crate::upstream::{describe_io, Backend, Lease, Pool, Routing, Snapshot};
@@ -351,6 +352,9 @@ impl Proxy {
                 framing,
             );
             up_buf.advance(head_length);
+            if !body::is_complete(response.body, up_buf.len()) {
+                socket::acknowledge_now(up_read.as_ref());
+            }
             if !body::fits_one_write(response.body, up_buf.len()) {
                 crate::connection::no_delay(client_write.as_ref(), &mut client.nodelay);
             }

@@ -1,5 +1,6 @@
 //! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
 
+mod acks;
 mod cli;
 mod clients;
 mod config_errors;
