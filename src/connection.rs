@@ -217,7 +217,7 @@ async fn exchange(
             return false;
         }
     };
-    if !body::is_complete(head.body, client.buf.len()) {
+    if body::small_rest_to_come(head.body, client.buf.len()) {
         socket::acknowledge_now(&client.stream);
     }
     let keep_alive = proxy.handle(client, &head, &raw, draining).await;

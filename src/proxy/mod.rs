@@ -352,7 +352,7 @@ impl Proxy {
                 framing,
             );
             up_buf.advance(head_length);
-            if !body::is_complete(response.body, up_buf.len()) {
+            if body::small_rest_to_come(response.body, up_buf.len()) {
                 socket::acknowledge_now(up_read.as_ref());
             }
             if !body::fits_one_write(response.body, up_buf.len()) {
