@@ -7,6 +7,13 @@ use lb::cli::{self, Cli, Command};
 use lb::config::{self, BackendConfig, Config};
 use lb::Server;
 
+/// jemalloc rather than the system allocator: tokio allocates every task and every socket registration aligned to
+/// 128 bytes, and glibc's aligned allocation leaves a fragment before and after each block that nothing reuses;
+/// with jemalloc an idle keep-alive connection costs 0.69 KiB instead of 1.0 KiB (`bench/run`, idle), at the same
+/// CPU per request.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
     init_logging(&cli);
