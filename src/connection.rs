@@ -132,6 +132,21 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
         let mut first = true;
         loop {
             let buffers = shared.proxy.buffers();
+            if first && client.buf.is_empty() {
+                // A new connection's request has usually arrived with it: read it at once rather than after the
+                // reactor's first report, one round of the event loop later (HAProxy reads speculatively too).
+                client.buf = buffers.bytes();
+                match socket::read_now(&client.stream, &mut client.buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        buffers.recycle_bytes(std::mem::take(&mut client.buf));
+                    }
+                    Err(error) => {
+                        return tracing::debug!(peer = %client.peer, %error, "client connection error")
+                    }
+                }
+            }
             if client.buf.is_empty() {
                 let wait = {
                     let timeouts = shared.proxy.timeouts();
@@ -288,13 +303,29 @@ async fn refuse(client: &mut Client, status: StatusCode) {
 }
 
 /// Whether the client has sent nothing we have not read: no bytes left in the buffer, and none waiting in the socket
-/// as far as the reactor knows (reads that empty the socket clear its readiness: see `h1::socket`). Closing such a
-/// connection ends it cleanly; closing one with unread input would reset it.
+/// (reads that empty the socket clear its readiness, see `h1::socket`, so mostly this costs no system call).
+/// Closing such a connection ends it cleanly; closing one with unread input would reset it.
 pub fn nothing_unread(client: &Client) -> bool {
+    if !client.buf.is_empty() {
+        return false;
+    }
     // `try_io` reads the readiness without a system call and, unlike `poll_read_ready`, without tokio's
     // cooperative budget (which, once spent, reports "not ready" whatever the socket's state).
     let readable = client.stream.try_io(Interest::READABLE, || Ok(())).is_ok();
-    client.buf.is_empty() && !readable
+    // Readiness can be stale (a new connection's first report comes after its request was read): a peek tells,
+    // without taking anything from the socket.
+    !readable || {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let stream = socket2::SockRef::from(&client.stream);
+        match client
+            .stream
+            .try_io(Interest::READABLE, || stream.peek(&mut probe))
+        {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
 }
 
 /// How long a closing connection keeps reading what the client still sends.

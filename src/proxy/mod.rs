@@ -394,8 +394,9 @@ impl Proxy {
         self.buffers.recycle_vec(response_out);
         let (status, keep_alive, backend_keep_alive) = relayed?;
         let reusable = backend_keep_alive && request_sent && up_buf.is_empty();
-        let clean_end = request_sent && crate::connection::nothing_unread(client);
-        if !keep_alive && !clean_end {
+        // Only a connection that ends is looked at (a look may cost a system call).
+        let ends_cleanly = || request_sent && crate::connection::nothing_unread(client);
+        if !keep_alive && !ends_cleanly() {
             // Part of the request body, or another request, is still coming: read it away for a moment, so that
             // closing does not reset the connection under the answer just sent. Otherwise the close that follows
             // sends the end of the stream by itself.
