@@ -3,7 +3,7 @@
 //! The connection has three phases with their own deadline: waiting for a request (`idle`, closed silently when
 //! it runs out; a new connection waits `client_header`), reading a head (`client_header` from its first byte: a
 //! slowloris gets `408` and a close), and proxying (bounded by the proxy's own timeouts). While waiting, the
-//! connection holds no buffer, no timer of its own (a slot in the worker's `IdleTimers`) and no shutdown waiter,
+//! connection holds no buffer, no timer of its own (a slot in the worker's `Timers`) and no shutdown waiter,
 //! only its socket's readiness: a buffer is taken when bytes arrive and given back when the exchange is over, so
 //! thousands of idle keep-alive clients cost about 1 KiB each. On shutdown, exchanges in flight finish (their answers say `connection: close`); the worker then
 //! drops the connections left, which are idle.
@@ -25,7 +25,6 @@ use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
 use crate::h1::write;
 use crate::h1::{body, socket};
-use crate::idle::IdleTimers;
 use crate::proxy::Proxy;
 
 /// The first allocation for a request head; it grows up to the head limit.
@@ -49,8 +48,6 @@ pub struct Shared {
     /// Exchanges in flight (a head being read or a request being proxied).
     in_flight: Cell<usize>,
     quiet: Notify,
-    /// The deadlines of the connections waiting for a request.
-    pub idle: IdleTimers,
 }
 
 impl Shared {
@@ -60,15 +57,12 @@ impl Shared {
             draining: Cell::new(false),
             in_flight: Cell::new(0),
             quiet: Notify::new(),
-            idle: IdleTimers::default(),
         }
     }
 
-    /// How often the worker's sweeper looks for idle waits past their deadline: an eighth of the shorter wait.
-    pub fn idle_tick(&self) -> Duration {
-        let timeouts = self.proxy.timeouts();
-        (timeouts.client_header.min(timeouts.idle) / 8)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    /// The worker's proxy (its pool, buffers and timers).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     /// Starts the drain: from now on answers close their connections. Returns when no exchange is in flight.
@@ -156,7 +150,13 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
                         timeouts.idle
                     }
                 };
-                if shared.idle.readable(&client.stream, wait).await.is_err() {
+                if shared
+                    .proxy
+                    .timers()
+                    .readable(&client.stream, wait)
+                    .await
+                    .is_err()
+                {
                     return tracing::trace!(peer = %client.peer, "idle client connection closed");
                 }
                 // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that

@@ -8,7 +8,7 @@
 //! - [`server`]: worker threads (one current-thread runtime per core), listeners, graceful drain. The public
 //!   [`Server`] handle starts everything and reports the bound address.
 //! - `connection`: one client connection: read a head, hand it to the proxy, keep-alive, the 408 and idle timeouts.
-//! - `idle`: the deadlines of connections waiting for their next request, one sweeper per worker.
+//! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
 //! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming.
 //! - `proxy`: one request's journey: pick a backend, forward, retry, answer 502/503/504.
 //! - `balance`: how a backend is chosen (round robin), given a filter for health and retries.
@@ -24,10 +24,10 @@ mod connection;
 pub mod demo;
 mod h1;
 mod health;
-mod idle;
 mod proxy;
 mod server;
 pub mod signal;
+mod timers;
 mod upstream;
 
 pub use server::{Server, StartError};

@@ -222,7 +222,10 @@ fn worker(
         };
         let shared = Rc::new(connection::Shared::new(Proxy::new(routing)));
         let sweeper = shared.clone();
-        tokio::task::spawn_local(async move { sweeper.idle.sweep(|| sweeper.idle_tick()).await });
+        tokio::task::spawn_local(async move {
+            let proxy = sweeper.proxy();
+            proxy.timers().sweep(|| proxy.timer_tick()).await
+        });
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,

@@ -15,6 +15,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
@@ -33,6 +34,7 @@ use crate::h1::response::{self, BadResponse, ResponseHead};
 use crate::h1::socket;
 use crate::h1::write::{self, ClientFraming};
 use crate::h1::BodyLength;
+use crate::timers::Timers;
 use crate::upstream::{describe_io, Backend, Lease, Pool, Routing, Snapshot};
 
 /// What a worker thread needs to proxy: the shared routing state and its own connection pool.
@@ -40,6 +42,7 @@ pub struct Proxy {
     routing: Arc<Routing>,
     pool: Rc<Pool>,
     buffers: Buffers,
+    timers: Timers,
 }
 
 /// How an exchange that reached the client ended.
@@ -66,7 +69,23 @@ impl Proxy {
             routing,
             pool: Rc::new(Pool::default()),
             buffers: Buffers::default(),
+            timers: Timers::default(),
         }
+    }
+
+    /// This worker's coarse deadlines.
+    pub fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    /// How often the worker's sweeper fires deadlines: an eighth of the shortest timeout it keeps.
+    pub fn timer_tick(&self) -> Duration {
+        let timeouts = self.timeouts();
+        let shortest = timeouts
+            .client_header
+            .min(timeouts.idle)
+            .min(timeouts.backend_response);
+        (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     /// This worker's spare buffers.
@@ -285,7 +304,8 @@ impl Proxy {
                 ));
                 // The backend has `backend_response` to answer once it has the whole request; until then, the body
                 // moving at all is what counts (its own stall timeout).
-                let mut deadline = pin!(tokio::time::sleep(timeouts.backend_response));
+                // Polled only once the request is sent: it counts from then.
+                let mut deadline = pin!(self.timers.deadline(timeouts.backend_response));
                 loop {
                     tokio::select! {
                         biased;
@@ -293,7 +313,6 @@ impl Proxy {
                         sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
                             Ok(()) => {
                                 request_sent = true;
-                                deadline.as_mut().reset(Instant::now() + timeouts.backend_response);
                             }
                             Err(error) if error.is_source() => {
                                 return Err(Attempt::Fail(ProxyError::ClientBody(error)))

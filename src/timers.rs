@@ -1,12 +1,13 @@
-//! Deadlines for connections waiting for their next request, kept by one sweeper per worker instead of a timer
-//! in every connection.
+//! Coarse deadlines, kept by one sweeper per worker instead of a timer in every connection and every exchange.
 //!
 //! What a proxy with thousands of keep-alive clients mostly holds is connections waiting. tokio's `Sleep` is
 //! 112 bytes inside each waiting connection's future, and tokio allocates a task in steps of 128 bytes: the timer
-//! alone decides whether an idle connection costs 384 or 512 bytes of task. Here a wait is a slot (a deadline and
-//! a waker) in the worker's [`IdleTimers`], and one sweeper task per worker times out the waits past their
-//! deadline every `tick`: a deadline is kept to within one tick, which is all an idle timeout needs (the worker
-//! ticks at an eighth of its shorter wait, between 10 ms and 1 s). While nothing waits, the sweeper sleeps.
+//! alone decides whether an idle connection costs 384 or 512 bytes of task. And a `Sleep` armed per request that
+//! becomes the worker's earliest timer (always, with one connection) wakes the event loop through its eventfd: a
+//! system call and an extra `epoll_wait` per request. Here a wait is a slot (a deadline and a waker) in the
+//! worker's [`Timers`], and one sweeper task per worker fires the deadlines that have passed every `tick`: a
+//! deadline is kept to within one tick, which is all these timeouts need (the worker ticks at an eighth of its
+//! shortest one, between 10 ms and 1 s). While nothing waits, the sweeper sleeps.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -19,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The waits of one worker's connections.
+/// The deadlines of one worker.
 #[derive(Default)]
-pub struct IdleTimers {
+pub struct Timers {
     slots: RefCell<Slab<Slot>>,
     /// Raised when the first wait comes in, so that the sweeper only ticks while something waits.
     armed: Notify,
@@ -37,7 +38,7 @@ struct Slot {
 #[derive(Debug)]
 pub struct Elapsed;
 
-impl IdleTimers {
+impl Timers {
     /// Waits until `stream` has something to read (or an error to report): `Ok`; or until `wait` has passed:
     /// `Err(Elapsed)`. A socket already readable costs no slot.
     pub fn readable<'a>(&'a self, stream: &'a TcpStream, wait: Duration) -> Readable<'a> {
@@ -49,7 +50,16 @@ impl IdleTimers {
         }
     }
 
-    /// Times out the waits past their deadline, every `tick()`, for as long as it is polled.
+    /// Completes once `after` has passed since its first poll.
+    pub fn deadline(&self, after: Duration) -> Deadline<'_> {
+        Deadline {
+            timers: self,
+            after,
+            slot: NO_SLOT,
+        }
+    }
+
+    /// Fires the deadlines that have passed, every `tick()`, for as long as it is polled.
     pub async fn sweep(&self, tick: impl Fn() -> Duration) {
         loop {
             if self.slots.borrow().is_empty() {
@@ -80,6 +90,19 @@ impl IdleTimers {
         u32::try_from(key).expect("fewer than 2^32 waiting connections")
     }
 
+    fn remove(&self, key: u32) {
+        if key == NO_SLOT {
+            return;
+        }
+        let mut slots = self.slots.borrow_mut();
+        slots.remove(key as usize);
+        // A slab keeps its peak size (and the sweeper visits every entry): start afresh once a burst of waiting
+        // connections is gone.
+        if slots.is_empty() && slots.capacity() > SHRINK_ABOVE {
+            *slots = Slab::new();
+        }
+    }
+
     /// Whether the wait in `key` ran out; if not, it will wake `waker`.
     fn expired(&self, key: u32, waker: &Waker) -> bool {
         let mut slots = self.slots.borrow_mut();
@@ -91,10 +114,10 @@ impl IdleTimers {
     }
 }
 
-/// See [`IdleTimers::readable`]. Written by hand rather than as an `async fn`, and compact (24 bytes): it is what
+/// See [`Timers::readable`]. Written by hand rather than as an `async fn`, and compact (24 bytes): it is what
 /// every waiting connection holds, and with it a connection's task fits tokio's 256-byte allocation step.
 pub struct Readable<'a> {
-    timers: &'a IdleTimers,
+    timers: &'a Timers,
     stream: &'a TcpStream,
     wait_ms: u32,
     /// The slot in `timers` once the wait has one, else [`NO_SLOT`].
@@ -124,15 +147,36 @@ impl Future for Readable<'_> {
 
 impl Drop for Readable<'_> {
     fn drop(&mut self) {
-        if self.slot != NO_SLOT {
-            let mut slots = self.timers.slots.borrow_mut();
-            slots.remove(self.slot as usize);
-            // A slab keeps its peak size (and the sweeper visits every entry): start afresh once a burst of
-            // waiting connections is gone.
-            if slots.is_empty() && slots.capacity() > SHRINK_ABOVE {
-                *slots = Slab::new();
-            }
+        self.timers.remove(self.slot);
+    }
+}
+
+/// See [`Timers::deadline`].
+pub struct Deadline<'a> {
+    timers: &'a Timers,
+    after: Duration,
+    slot: u32,
+}
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.slot == NO_SLOT {
+            let deadline = Instant::now() + self.after;
+            self.slot = self.timers.insert(deadline, cx.waker().clone());
+            Poll::Pending
+        } else if self.timers.expired(self.slot, cx.waker()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
+    }
+}
+
+impl Drop for Deadline<'_> {
+    fn drop(&mut self) {
+        self.timers.remove(self.slot);
     }
 }
 
@@ -153,8 +197,8 @@ mod tests {
     }
 
     /// Runs `body` on a LocalSet next to a sweeper ticking every 10 ms.
-    async fn with_sweeper<F: Future>(body: impl FnOnce(Rc<IdleTimers>) -> F) -> F::Output {
-        let timers = Rc::new(IdleTimers::default());
+    async fn with_sweeper<F: Future>(body: impl FnOnce(Rc<Timers>) -> F) -> F::Output {
+        let timers = Rc::new(Timers::default());
         let local = tokio::task::LocalSet::new();
         let sweeper = timers.clone();
         local.spawn_local(async move { sweeper.sweep(|| Duration::from_millis(10)).await });
@@ -171,6 +215,19 @@ mod tests {
             let started = std::time::Instant::now();
             let outcome = timers.readable(&far, Duration::from_millis(100)).await;
             assert!(outcome.is_err());
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(100), "{waited:?}");
+            assert!(waited < Duration::from_secs(2), "{waited:?}");
+            assert!(timers.slots.borrow().is_empty(), "the slot is given back");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_deadline_fires_after_its_time_from_the_first_poll() {
+        with_sweeper(|timers| async move {
+            let started = std::time::Instant::now();
+            timers.deadline(Duration::from_millis(100)).await;
             let waited = started.elapsed();
             assert!(waited >= Duration::from_millis(100), "{waited:?}");
             assert!(waited < Duration::from_secs(2), "{waited:?}");
