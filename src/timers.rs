@@ -183,18 +183,9 @@ impl Drop for Deadline<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1::socket::loopback_pair;
     use std::rc::Rc;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let near = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (far, _) = listener.accept().await.unwrap();
-        (near, far)
-    }
 
     /// Runs `body` on a LocalSet next to a sweeper ticking every 10 ms.
     async fn with_sweeper<F: Future>(body: impl FnOnce(Rc<Timers>) -> F) -> F::Output {
@@ -208,7 +199,7 @@ mod tests {
     #[tokio::test]
     async fn a_wait_with_nothing_coming_runs_out_within_a_tick() {
         with_sweeper(|timers| async move {
-            let (_near, far) = pair().await;
+            let (_near, far) = loopback_pair().await;
             // A fresh socket counts as readable until a read finds nothing.
             let nothing = far.try_read(&mut [0u8; 1]).unwrap_err();
             assert_eq!(nothing.kind(), std::io::ErrorKind::WouldBlock);
@@ -239,7 +230,7 @@ mod tests {
     #[tokio::test]
     async fn bytes_arriving_end_the_wait_and_free_the_slot() {
         with_sweeper(|timers| async move {
-            let (mut near, far) = pair().await;
+            let (mut near, far) = loopback_pair().await;
             let waiting = tokio::task::spawn_local({
                 let timers = timers.clone();
                 async move {

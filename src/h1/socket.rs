@@ -122,20 +122,21 @@ fn poll_read_stream(
     }
 }
 
+/// Two ends of a loopback TCP connection, for tests.
+#[cfg(test)]
+pub(crate) async fn loopback_pair() -> (TcpStream, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let near = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (far, _) = listener.accept().await.unwrap();
+    (near, far)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let near = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (far, _) = listener.accept().await.unwrap();
-        (near, far)
-    }
 
     fn readable_now(stream: &TcpStream) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -144,7 +145,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_read_leaves_the_socket_not_readable_until_more_comes() {
-        let (mut near, mut far) = pair().await;
+        let (mut near, mut far) = loopback_pair().await;
         near.write_all(b"hello").await.unwrap();
         let mut buf = BytesMut::with_capacity(64);
         assert_eq!(read_into(&mut far, &mut buf).await.unwrap(), 5);
@@ -156,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_read_keeps_reading_and_the_close_is_seen() {
-        let (mut near, mut far) = pair().await;
+        let (mut near, mut far) = loopback_pair().await;
         near.write_all(&[7u8; 100]).await.unwrap();
         drop(near);
         let mut buf = BytesMut::with_capacity(60);
@@ -173,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_close_after_a_short_read_is_still_seen() {
-        let (mut near, mut far) = pair().await;
+        let (mut near, mut far) = loopback_pair().await;
         near.write_all(b"last words").await.unwrap();
         let mut buf = BytesMut::with_capacity(64);
         assert_eq!(read_into(&mut far, &mut buf).await.unwrap(), 10);

@@ -105,23 +105,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::socket::read_into;
+    use super::super::socket::{loopback_pair, read_into};
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::{TcpListener, TcpStream};
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let near = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (far, _) = listener.accept().await.unwrap();
-        (near, far)
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_side_that_never_moves_times_out() {
-        let (mut near, far) = pair().await;
+        let (mut near, far) = loopback_pair().await;
         let mut reader = Stall::new(far, Duration::from_secs(5));
         near.write_all(b"abc").await.unwrap();
         let mut buf = BytesMut::with_capacity(8);
@@ -134,7 +124,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn progress_resets_the_clock() {
-        let (mut near, far) = pair().await;
+        let (mut near, far) = loopback_pair().await;
         let mut reader = Stall::new(far, Duration::from_secs(5));
         let writer = tokio::spawn(async move {
             for _ in 0..4 {
