@@ -302,9 +302,9 @@ impl Proxy {
                     &mut client_write,
                     http11,
                 ));
-                // The backend has `backend_response` to answer once it has the whole request; until then, the body
-                // moving at all is what counts (its own stall timeout).
-                // Polled only once the request is sent: it counts from then.
+                // The backend has `backend_response` to answer once it has the whole request, or once it stopped
+                // taking the body; until then, the body moving at all is what counts (its own stall timeout). The
+                // deadline is polled only from then on, and counts from its first poll.
                 let mut deadline = pin!(self.timers.deadline(timeouts.backend_response));
                 loop {
                     tokio::select! {
@@ -325,7 +325,9 @@ impl Proxy {
                                 send_failed = Some(error);
                             }
                         },
-                        () = &mut deadline, if request_sent => break Err(Receive::TimedOut),
+                        () = &mut deadline, if request_sent || send_failed.is_some() => {
+                            break Err(Receive::TimedOut)
+                        }
                     }
                 }
             };

@@ -147,6 +147,52 @@ async fn one_answer_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 #[tokio::test]
+async fn a_backend_that_stops_taking_the_body_and_never_answers_means_504() {
+    // Reads the head, then neither reads the body nor answers, for 30 s.
+    let backend = RawBackend::start_stalling(b"").await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .timeout("idle", "300ms")
+        .timeout("backend_response", "300ms")
+        .start()
+        .await;
+
+    let (mut read, mut write) = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect")
+        .into_split();
+    // Far more than the socket buffers between lb and the backend hold.
+    let total: usize = 64 << 20;
+    tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {total}\r\n\r\n");
+        if write.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 1 << 16];
+        for _ in 0..total / chunk.len() {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let head = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+
+    assert!(head.is_ok(), "no answer within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+}
+
+#[tokio::test]
 async fn a_backend_answering_garbage_means_502() {
     let backend = RawBackend::start(b"this is not HTTP at all\r\n\r\n").await;
     let lb = TestLb::builder()
