@@ -43,10 +43,8 @@ impl Timers {
     /// `Err(Elapsed)`. A socket already readable costs no slot.
     pub fn readable<'a>(&'a self, stream: &'a TcpStream, wait: Duration) -> Readable<'a> {
         Readable {
-            timers: self,
             stream,
-            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-            slot: NO_SLOT,
+            deadline: self.deadline(wait),
         }
     }
 
@@ -54,7 +52,7 @@ impl Timers {
     pub fn deadline(&self, after: Duration) -> Deadline<'_> {
         Deadline {
             timers: self,
-            after,
+            after_ms: u32::try_from(after.as_millis()).unwrap_or(u32::MAX),
             slot: NO_SLOT,
         }
     }
@@ -117,11 +115,8 @@ impl Timers {
 /// See [`Timers::readable`]. Written by hand rather than as an `async fn`, and compact (24 bytes): it is what
 /// every waiting connection holds, and with it a connection's task fits tokio's 256-byte allocation step.
 pub struct Readable<'a> {
-    timers: &'a Timers,
     stream: &'a TcpStream,
-    wait_ms: u32,
-    /// The slot in `timers` once the wait has one, else [`NO_SLOT`].
-    slot: u32,
+    deadline: Deadline<'a>,
 }
 
 const NO_SLOT: u32 = u32::MAX;
@@ -135,26 +130,16 @@ impl Future for Readable<'_> {
         if self.stream.poll_read_ready(cx).is_ready() {
             return Poll::Ready(Ok(()));
         }
-        if self.slot == NO_SLOT {
-            let deadline = Instant::now() + Duration::from_millis(self.wait_ms.into());
-            self.slot = self.timers.insert(deadline, cx.waker().clone());
-        } else if self.timers.expired(self.slot, cx.waker()) {
-            return Poll::Ready(Err(Elapsed));
-        }
-        Poll::Pending
+        Pin::new(&mut self.deadline).poll(cx).map(|()| Err(Elapsed))
     }
 }
 
-impl Drop for Readable<'_> {
-    fn drop(&mut self) {
-        self.timers.remove(self.slot);
-    }
-}
-
-/// See [`Timers::deadline`].
+/// See [`Timers::deadline`]. 16 bytes (milliseconds and a slot number as `u32`): it sits in every waiting
+/// connection's [`Readable`].
 pub struct Deadline<'a> {
     timers: &'a Timers,
-    after: Duration,
+    after_ms: u32,
+    /// The slot in `timers` once the deadline has one, else [`NO_SLOT`].
     slot: u32,
 }
 
@@ -163,7 +148,7 @@ impl Future for Deadline<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.slot == NO_SLOT {
-            let deadline = Instant::now() + self.after;
+            let deadline = Instant::now() + Duration::from_millis(self.after_ms.into());
             self.slot = self.timers.insert(deadline, cx.waker().clone());
             Poll::Pending
         } else if self.timers.expired(self.slot, cx.waker()) {
