@@ -5,15 +5,17 @@
 //! slowloris gets `408` and a close), and proxying (bounded by the proxy's own timeouts). While waiting, the
 //! connection holds no buffer, no timer of its own (a slot in the worker's `Timers`) and no shutdown waiter,
 //! only its socket's readiness: a buffer is taken when bytes arrive and given back when the exchange is over, so
-//! an idle keep-alive client costs its 256-byte task, its socket registration and a timer slot (0.7 KiB measured).
-//! On shutdown, exchanges in flight finish (their answers say `connection: close`); the worker then drops the
-//! connections left, which are idle.
+//! an idle keep-alive client costs its 256-byte task, its socket registration and a timer slot.
+//! On shutdown, exchanges in flight finish and every answer written from then on says `connection: close`; a
+//! connection waiting for its next request gets a short grace (a request already on its way is answered, and
+//! closed), then closes; the worker is done when its last connection is.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -22,10 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::admission::ConnectionLimit;
 use crate::h1::buffers::Buffers;
 use crate::h1::request::{self, RequestHead};
 use crate::h1::write;
-use crate::h1::{body, socket};
+use crate::h1::{body, socket, HeadScan};
 use crate::proxy::Proxy;
 
 /// The first allocation for a request head; it grows up to the head limit.
@@ -44,19 +47,45 @@ pub struct Client {
 /// What every connection of a worker shares.
 pub struct Shared {
     proxy: Proxy,
-    /// Set when shutdown begins: answers then say `connection: close`.
-    draining: Cell<bool>,
-    /// Exchanges in flight (a head being read or a request being proxied).
-    in_flight: Cell<usize>,
+    counts: Arc<WorkerCounts>,
+    limit: Arc<ConnectionLimit>,
+    /// Raised when the last connection (during a drain) or the last exchange closes.
     quiet: Notify,
 }
 
+/// A worker's connections and exchanges in flight, readable by other threads (the drain deadline counts the
+/// requests it cuts; later the metrics). Written only by the worker: a plain store, no shared atomic write.
+#[derive(Debug, Default)]
+pub struct WorkerCounts {
+    /// Client connections open.
+    open: AtomicUsize,
+    /// Exchanges in flight (a head being read or a request being proxied).
+    in_flight: AtomicUsize,
+}
+
+impl WorkerCounts {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds `delta` to a counter only this thread writes, and answers the new value.
+fn bump(counter: &AtomicUsize, delta: isize) -> usize {
+    let value = counter.load(Ordering::Relaxed).wrapping_add_signed(delta);
+    counter.store(value, Ordering::Relaxed);
+    value
+}
+
 impl Shared {
-    pub fn new(proxy: Proxy) -> Self {
+    pub fn new(proxy: Proxy, counts: Arc<WorkerCounts>, limit: Arc<ConnectionLimit>) -> Self {
         Shared {
             proxy,
-            draining: Cell::new(false),
-            in_flight: Cell::new(0),
+            counts,
+            limit,
             quiet: Notify::new(),
         }
     }
@@ -66,10 +95,18 @@ impl Shared {
         &self.proxy
     }
 
-    /// Starts the drain: from now on answers close their connections. Returns when no exchange is in flight.
-    pub async fn drain(&self) {
-        self.draining.set(true);
-        while self.in_flight.get() > 0 {
+    /// Whether no exchange is in flight.
+    pub fn is_quiet(&self) -> bool {
+        self.counts.in_flight() == 0
+    }
+
+    /// Starts the drain: from now on answers close their connections, and a connection waiting for its next
+    /// request waits at most `grace` (a request already on its way is still answered). Returns when every
+    /// connection of this worker has closed.
+    pub async fn drain(&self, grace: Duration) {
+        self.proxy.start_draining();
+        self.proxy.timers().drain(grace);
+        while self.counts.open() > 0 {
             self.quiet.notified().await;
         }
     }
@@ -80,16 +117,33 @@ struct InFlight<'a>(&'a Shared);
 
 impl<'a> InFlight<'a> {
     fn enter(shared: &'a Shared) -> Self {
-        shared.in_flight.set(shared.in_flight.get() + 1);
+        bump(&shared.counts.in_flight, 1);
         InFlight(shared)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let count = self.0.in_flight.get() - 1;
-        self.0.in_flight.set(count);
-        if count == 0 {
+        if bump(&self.0.counts.in_flight, -1) == 0 {
+            self.0.quiet.notify_waiters();
+        }
+    }
+}
+
+/// Counts one open client connection (for this worker, and against `max_connections`) for as long as it lives.
+struct Open<'a>(&'a Shared);
+
+impl<'a> Open<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        bump(&shared.counts.open, 1);
+        Open(shared)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.limit.release();
+        if bump(&self.0.counts.open, -1) == 0 {
             self.0.quiet.notify_waiters();
         }
     }
@@ -118,12 +172,14 @@ pub fn no_delay(stream: &TcpStream, set: &mut bool) {
     }
 }
 
-/// Serves one client connection until it closes or times out, or until its worker has drained (see
-/// [`Shared::drain`]): an idle connection is then simply dropped.
+/// Serves one client connection until it closes or times out (during a drain, its wait for another request is
+/// cut short: see [`Shared::drain`]). The connection was counted against `max_connections` by the accept loop; it
+/// is released here when the connection ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
 pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
     async move {
+        let _open = Open::enter(&shared);
         let mut first = true;
         loop {
             let buffers = shared.proxy.buffers();
@@ -180,12 +236,7 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
             // there is an exchange.
             let header_timeout = shared.proxy.timeouts().client_header;
             let in_flight = InFlight::enter(&shared);
-            let exchange = exchange(
-                &mut client,
-                &shared.proxy,
-                header_timeout,
-                shared.draining.get(),
-            );
+            let exchange = exchange(&mut client, &shared.proxy, header_timeout);
             let keep_alive = Box::pin(exchange).await;
             drop(in_flight);
             if client.buf.is_empty() || !keep_alive {
@@ -200,17 +251,16 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
-async fn exchange(
-    client: &mut Client,
-    proxy: &Proxy,
-    header_timeout: Duration,
-    draining: bool,
-) -> bool {
+async fn exchange(client: &mut Client, proxy: &Proxy, header_timeout: Duration) -> bool {
     let buffers = proxy.buffers();
+    let mut scan = HeadScan::default();
     // Most heads arrive whole in their first read: those need no timer.
-    let read = match take_head(client, buffers) {
+    let read = match take_head(client, buffers, &mut scan) {
         Ok(Some(head)) => Ok(Ok(Some(head))),
-        Ok(None) => tokio::time::timeout(header_timeout, read_head(client, buffers)).await,
+        Ok(None) => {
+            let read = read_head(client, buffers, &mut scan);
+            tokio::time::timeout(header_timeout, read).await
+        }
         Err(refusal) => Ok(Err(HeadError::Refused(refusal))),
     };
     let (head, raw) = match read {
@@ -236,7 +286,7 @@ async fn exchange(
     if body::small_rest_to_come(head.body, client.buf.len()) {
         socket::acknowledge_now(&client.stream);
     }
-    let keep_alive = proxy.handle(client, &head, &raw, draining).await;
+    let keep_alive = proxy.handle(client, &head, &raw).await;
     buffers.recycle_vec(raw);
     keep_alive
 }
@@ -250,9 +300,10 @@ enum HeadError {
 async fn read_head(
     client: &mut Client,
     buffers: &Buffers,
+    scan: &mut HeadScan,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
     loop {
-        if let Some(head) = take_head(client, buffers).map_err(HeadError::Refused)? {
+        if let Some(head) = take_head(client, buffers, scan).map_err(HeadError::Refused)? {
             return Ok(Some(head));
         }
         if client.buf.capacity() - client.buf.len() < 512 {
@@ -274,15 +325,23 @@ async fn read_head(
 }
 
 /// Takes a whole request head out of the buffer if it is there (copied into a buffer of its own, so the read buffer
-/// stays unshared and reusable).
+/// stays unshared and reusable). The buffer is parsed only when `scan` finds it worth it, or when it has grown past
+/// a limit (which the parser then refuses).
 fn take_head(
     client: &mut Client,
     buffers: &Buffers,
+    scan: &mut HeadScan,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, request::Refusal> {
-    if client.buf.is_empty() {
+    let buf = &client.buf;
+    if buf.is_empty() {
         return Ok(None);
     }
-    let Some((head, length)) = request::parse(&client.buf)? else {
+    let past_limit = buf.len() >= request::MAX_HEAD
+        || (!scan.line_seen() && buf.len() > request::MAX_TARGET + 1024);
+    if !scan.ready(buf) && !past_limit {
+        return Ok(None);
+    }
+    let Some((head, length)) = request::parse(buf)? else {
         return Ok(None);
     };
     let mut raw = buffers.vec();

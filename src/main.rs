@@ -38,6 +38,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> ExitCode {
+    tokio::spawn(lb::signal::catch_hangups());
     if matches!(cli.command, Some(Command::Demo)) {
         for backend in &config.backends {
             if let Err(error) = lb::demo::start_backend(backend.id, backend.addr).await {
@@ -63,7 +64,12 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
     let signal = lb::signal::shutdown().await;
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
     tokio::select! {
-        _ = server.shutdown() => {
+        drained = server.shutdown() => {
+            if drained.cut > 0 {
+                let requests = if drained.cut == 1 { "request" } else { "requests" };
+                tracing::warn!("drain deadline passed: {} {requests} still in flight cut; stopped", drained.cut);
+                return ExitCode::FAILURE;
+            }
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }

@@ -5,9 +5,15 @@
 //! request path takes a lock; what workers share is the routing snapshot and the atomics of each backend's state.
 //! The control plane (health checks, signals) runs on the runtime that called [`Server::start`].
 //!
-//! Shutdown: one cancellation token. Workers close their listeners (new connections are refused), let the exchanges
-//! in flight finish (their answers say `connection: close`), then close the connections left, which are idle, and
-//! report back; [`Server::shutdown`] waits for that, or for the drain deadline.
+//! Shutdown: one cancellation token. Workers take the connections the kernel had already queued, close their
+//! listeners (new connections are refused), let the exchanges in flight finish (every answer from then on says
+//! `connection: close`), give connections waiting for their next request a short grace ([`DRAIN_GRACE`]: a request
+//! on its way is still answered) and report back once their last connection has closed; [`Server::shutdown`]
+//! waits for that, or for the drain deadline, and then says how many requests the deadline cut.
+//!
+//! Bounds: at most `max_connections` client connections at once (see `admission`); at the limit, workers stop
+//! accepting and the kernel queues new connections. A failed `accept` (out of file descriptors) backs off and is
+//! logged at most once a second.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,11 +26,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, WorkerCounts};
+use crate::failure::{describe_io_static, is_local_shortage};
 use crate::health;
+use crate::log_limit::{self, Subject};
 use crate::proxy::Proxy;
 use crate::upstream::{Routing, Snapshot};
+
+/// How long, once shutdown begins, a connection waiting for its next request may still send one.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the balancer could not start. The `Display` form is the one line the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +54,16 @@ pub struct Server {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     workers: Vec<oneshot::Receiver<()>>,
+    counts: Vec<Arc<WorkerCounts>>,
     health: JoinSet<()>,
     drain: Duration,
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests still in flight when the drain deadline passed (0: a clean drain).
+    pub cut: usize,
 }
 
 impl Server {
@@ -59,12 +79,27 @@ impl Server {
                 error,
             })?;
 
+        let files = admission::raise_open_files_limit();
+        let derived = files.map(|files| admission::derived_max_connections(files, &config));
+        let max_connections = match (config.max_connections, derived) {
+            (Some(max), Some(fits)) if max > fits => {
+                let files = files.unwrap_or_default();
+                tracing::warn!("max_connections {max} is more than the open-files limit ({files}) allows ({fits}): clients may find lb out of file descriptors");
+                max
+            }
+            (Some(max), _) => max,
+            (None, Some(derived)) => derived,
+            (None, None) => 10_000,
+        };
+        let limit = ConnectionLimit::new(max_connections);
+
         let routing = Arc::new(Routing::new(Snapshot::build(&config)));
         let snapshot = routing.load_full();
         health::check_once(&snapshot.backends, &config.health).await;
 
         let shutdown = CancellationToken::new();
         let mut health = JoinSet::new();
+        health.spawn(log_limit::flush_every_window());
         for backend in &snapshot.backends {
             health.spawn(health::watch(
                 backend.clone(),
@@ -74,15 +109,22 @@ impl Server {
         }
 
         let mut workers = Vec::with_capacity(listeners.len());
+        let mut counts = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
             let (done, finished) = oneshot::channel();
-            let routing = routing.clone();
-            let shutdown = shutdown.clone();
+            let worker_counts = Arc::new(WorkerCounts::default());
+            let context = WorkerContext {
+                routing: routing.clone(),
+                counts: worker_counts.clone(),
+                limit: limit.clone(),
+                shutdown: shutdown.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("lb-worker-{index}"))
-                .spawn(move || worker(listener, routing, shutdown, done))
+                .spawn(move || worker(listener, context, done))
                 .map_err(StartError::Thread)?;
             workers.push(finished);
+            counts.push(worker_counts);
         }
 
         let backends: Vec<String> = snapshot
@@ -97,8 +139,13 @@ impl Server {
                 )
             })
             .collect();
+        let limit_source = match (config.max_connections, files) {
+            (Some(_), _) => "configured".to_owned(),
+            (None, Some(files)) => format!("from the open-files limit {files}"),
+            (None, None) => "the open-files limit is unknown".to_owned(),
+        };
         tracing::info!(
-            "listening on {local_addr} with {} workers, backends: {}",
+            "listening on {local_addr} with {} workers, max_connections {max_connections} ({limit_source}), backends: {}",
             workers.len(),
             backends.join(", ")
         );
@@ -106,6 +153,7 @@ impl Server {
             local_addr,
             shutdown,
             workers,
+            counts,
             health,
             drain: config.timeouts.drain,
         })
@@ -117,8 +165,8 @@ impl Server {
     }
 
     /// Stops accepting, lets requests in flight finish (until the drain deadline), stops the health checks.
-    /// Returns true when every connection finished before the deadline.
-    pub async fn shutdown(mut self) -> bool {
+    /// Answers how many requests the deadline cut.
+    pub async fn shutdown(mut self) -> Drained {
         self.shutdown.cancel();
         let all_done = async {
             for worker in &mut self.workers {
@@ -126,11 +174,13 @@ impl Server {
             }
         };
         let drained = tokio::time::timeout(self.drain, all_done).await.is_ok();
-        if !drained {
-            tracing::warn!(deadline = ?self.drain, "drain deadline passed with requests still in flight");
-        }
+        let cut = match drained {
+            true => 0,
+            false => self.counts.iter().map(|c| c.in_flight()).sum(),
+        };
         self.health.shutdown().await;
-        drained
+        log_limit::flush();
+        Drained { cut }
     }
 }
 
@@ -194,13 +244,22 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// One worker thread: accepts and serves connections until shutdown, then drains.
-fn worker(
-    listener: std::net::TcpListener,
+/// What a worker thread is given.
+struct WorkerContext {
     routing: Arc<Routing>,
+    counts: Arc<WorkerCounts>,
+    limit: Arc<ConnectionLimit>,
     shutdown: CancellationToken,
-    done: oneshot::Sender<()>,
-) {
+}
+
+/// One worker thread: accepts and serves connections until shutdown, then drains.
+fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot::Sender<()>) {
+    let WorkerContext {
+        routing,
+        counts,
+        limit,
+        shutdown,
+    } = context;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,15 +279,24 @@ fn worker(
                 return;
             }
         };
-        let shared = Rc::new(connection::Shared::new(Proxy::new(routing)));
+        let proxy = Proxy::new(routing);
+        let shared = Rc::new(connection::Shared::new(proxy, counts, limit.clone()));
         let sweeper = shared.clone();
         tokio::task::spawn_local(async move {
             let proxy = sweeper.proxy();
-            proxy.timers().sweep(|| proxy.timer_tick()).await
+            let chores = |now| proxy.sweep(now, sweeper.is_quiet());
+            proxy.timers().sweep(|| proxy.timer_tick(), chores).await
         });
         loop {
-            let accepted = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => break,
+                () = limit.acquire() => {}
+            }
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    limit.release();
+                    break;
+                }
                 accepted = listener.accept() => accepted,
             };
             match accepted {
@@ -237,16 +305,50 @@ fn worker(
                     tokio::task::spawn_local(connection::serve(client, shared.clone()));
                 }
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    limit.release();
+                    accept_failed(&error).await;
                 }
             }
         }
-        drop(listener);
-        shared.drain().await;
-        // Leaving drops the connections still open: all of them are idle (or still sending a head), and closing
-        // them is the last step of the drain.
+        // Connections the kernel already completed would be reset when the listener closes: serve them too.
+        match listener.into_std() {
+            Ok(listener) => {
+                while let Ok((stream, peer)) = listener.accept() {
+                    let Ok(stream) = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                    else {
+                        continue;
+                    };
+                    limit.force();
+                    let client = connection::Client::new(stream, peer);
+                    tokio::task::spawn_local(connection::serve(client, shared.clone()));
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot take the listen queue"),
+        }
+        shared.drain(DRAIN_GRACE).await;
     });
     let _ = done.send(());
+}
+
+/// A failed `accept`: out of file descriptors and the like back off instead of spinning (the connection waits in
+/// the kernel's queue), and are logged at most once a second; a connection reset before it was taken is nothing.
+async fn accept_failed(error: &io::Error) {
+    if !is_local_shortage(error) {
+        tracing::debug!(%error, "accept failed");
+        return;
+    }
+    let key = log_limit::Key {
+        subject: Subject::Accept,
+        what: "accepts failed",
+        reason: describe_io_static(error),
+    };
+    if log_limit::first(key) {
+        tracing::warn!(
+            "accept: {}: new connections wait until descriptors are free",
+            describe_io_static(error)
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -7,9 +7,13 @@
 //! system call and an extra `epoll_wait` per request. Here a wait is a slot (a deadline and a waker) in the
 //! worker's [`Timers`], and one sweeper task per worker fires the deadlines that have passed every `tick`: a
 //! deadline is kept to within one tick, which is all these timeouts need (the worker ticks at an eighth of its
-//! shortest one, between 10 ms and 1 s). While nothing waits, the sweeper sleeps.
+//! shortest one, between 10 ms and 1 s). While nothing waits, the sweeper sleeps (unless the worker has other
+//! chores for it: idle backend connections to close).
+//!
+//! On shutdown ([`Timers::drain`]), waits for a client's next request are cut short to a grace period: a request
+//! already on its way is still answered, and idle connections close soon after.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -26,12 +30,16 @@ pub struct Timers {
     slots: RefCell<Slab<Slot>>,
     /// Raised when the first wait comes in, so that the sweeper only ticks while something waits.
     armed: Notify,
+    /// Once draining: no wait for a client's request lasts beyond this.
+    idle_cap: Cell<Option<Instant>>,
 }
 
 struct Slot {
     deadline: Instant,
     waker: Waker,
     expired: bool,
+    /// A wait for a client's next request (cut short by a drain), as opposed to a deadline of an exchange.
+    idle: bool,
 }
 
 /// The wait ran out.
@@ -57,10 +65,16 @@ impl Timers {
         }
     }
 
-    /// Fires the deadlines that have passed, every `tick()`, for as long as it is polled.
-    pub async fn sweep(&self, tick: impl Fn() -> Duration) {
+    /// Fires the deadlines that have passed, every `tick()`, for as long as it is polled; runs `chores` on every
+    /// tick too, which answer whether they still need ticks while no deadline waits (see [`Timers::arm`]).
+    pub async fn sweep(
+        &self,
+        tick: impl Fn() -> Duration,
+        mut chores: impl FnMut(Instant) -> bool,
+    ) {
+        let mut busy = false;
         loop {
-            if self.slots.borrow().is_empty() {
+            if !busy && self.slots.borrow().is_empty() {
                 self.armed.notified().await;
             }
             tokio::time::sleep(tick()).await;
@@ -71,10 +85,31 @@ impl Timers {
                     slot.waker.wake_by_ref();
                 }
             }
+            busy = chores(now);
         }
     }
 
-    fn insert(&self, deadline: Instant, waker: Waker) -> u32 {
+    /// Wakes a sleeping sweeper: its chores have something to watch again.
+    pub fn arm(&self) {
+        self.armed.notify_one();
+    }
+
+    /// Cuts every wait for a client's next request, now and from now on, to at most `grace`.
+    pub fn drain(&self, grace: Duration) {
+        let cap = Instant::now() + grace;
+        self.idle_cap.set(Some(cap));
+        for (_, slot) in self.slots.borrow_mut().iter_mut() {
+            if slot.idle && slot.deadline > cap {
+                slot.deadline = cap;
+            }
+        }
+        self.arm();
+    }
+
+    fn insert(&self, mut deadline: Instant, waker: Waker, idle: bool) -> u32 {
+        if let Some(cap) = self.idle_cap.get().filter(|_| idle) {
+            deadline = deadline.min(cap);
+        }
         let mut slots = self.slots.borrow_mut();
         if slots.is_empty() {
             self.armed.notify_one();
@@ -83,6 +118,7 @@ impl Timers {
             deadline,
             waker,
             expired: false,
+            idle,
         });
         // Four billion waits at once would need terabytes of sockets first.
         u32::try_from(key).expect("fewer than 2^32 waiting connections")
@@ -130,7 +166,7 @@ impl Future for Readable<'_> {
         if self.stream.poll_read_ready(cx).is_ready() {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.deadline).poll(cx).map(|()| Err(Elapsed))
+        self.deadline.poll_kind(cx, true).map(|()| Err(Elapsed))
     }
 }
 
@@ -147,9 +183,16 @@ impl Future for Deadline<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_kind(cx, false)
+    }
+}
+
+impl Deadline<'_> {
+    /// Polls the deadline; `idle`: it bounds a wait for a client's next request.
+    fn poll_kind(&mut self, cx: &mut Context<'_>, idle: bool) -> Poll<()> {
         if self.slot == NO_SLOT {
             let deadline = Instant::now() + Duration::from_millis(self.after_ms.into());
-            self.slot = self.timers.insert(deadline, cx.waker().clone());
+            self.slot = self.timers.insert(deadline, cx.waker().clone(), idle);
             Poll::Pending
         } else if self.timers.expired(self.slot, cx.waker()) {
             Poll::Ready(())
@@ -177,7 +220,9 @@ mod tests {
         let timers = Rc::new(Timers::default());
         let local = tokio::task::LocalSet::new();
         let sweeper = timers.clone();
-        local.spawn_local(async move { sweeper.sweep(|| Duration::from_millis(10)).await });
+        local.spawn_local(
+            async move { sweeper.sweep(|| Duration::from_millis(10), |_| false).await },
+        );
         local.run_until(body(timers)).await
     }
 

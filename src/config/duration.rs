@@ -11,10 +11,26 @@ use std::time::Duration;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-/// Parses a duration: a non-negative number of seconds, optionally followed by a unit (`ms`, `s`, `m`, `h`).
+/// The longest duration `lb` takes anywhere (7 days): far beyond any sensible timeout or interval, and small enough
+/// that no deadline computed from it (now + duration, milliseconds in a `u32`) can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration: a non-negative number of seconds, optionally followed by a unit (`ms`, `s`, `m`, `h`), at most
+/// [`MAX_DURATION`].
 ///
 /// Zero is accepted; callers for which zero makes no sense reject it themselves.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_unbounded(s).and_then(at_most_max)
+}
+
+fn at_most_max(d: Duration) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err("too large: at most 168h (7 days)".to_string());
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration (use e.g. 10, 0.5, 500ms, 2s, 1m)".to_string());
@@ -94,7 +110,7 @@ struct DurationVisitor {
 
 impl DurationVisitor {
     fn check<E: de::Error>(&self, parsed: Result<Duration, String>) -> Result<Duration, E> {
-        match parsed {
+        match parsed.and_then(at_most_max) {
             Ok(d) if self.positive && d.is_zero() => Err(E::custom("must be greater than 0")),
             Ok(d) => Ok(d),
             Err(e) => Err(E::custom(e)),
@@ -179,6 +195,9 @@ mod tests {
         assert!(err("1e3").starts_with("unknown unit \"e3\""));
         assert!(err("99999999999999999999999").contains("too large"));
         assert!(err("18446744073709551615h").contains("too large"));
+        assert_eq!(err("169h"), "too large: at most 168h (7 days)");
+        assert_eq!(ok("168h"), MAX_DURATION);
+        assert_eq!(err("604801"), "too large: at most 168h (7 days)");
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -211,6 +230,10 @@ mod tests {
         assert!(e.starts_with("must be greater than 0 at line 1"), "{e}");
         let e = json(r#"{"any": 1, "positive": "0s"}"#).unwrap_err();
         assert!(e.starts_with("must be greater than 0 at line 1"), "{e}");
+        let e = json(r#"{"any": 1e12, "positive": 1}"#).unwrap_err();
+        assert!(e.starts_with("too large: at most 168h (7 days)"), "{e}");
+        let e = json(r#"{"any": 1, "positive": 18446744073709551615}"#).unwrap_err();
+        assert!(e.starts_with("too large: at most 168h (7 days)"), "{e}");
         let e = json(r#"{"any": true, "positive": 1}"#).unwrap_err();
         assert!(
             e.starts_with("invalid type: boolean `true`, expected a duration"),

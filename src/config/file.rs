@@ -31,11 +31,14 @@ pub struct FileConfig {
     pub port: Option<ListenPort>,
     pub workers: Option<AtLeastOne>,
     pub access_log: Option<bool>,
+    pub max_connections: Option<AtLeastOne>,
     pub backends: Backends,
     #[serde(default)]
     pub health_check: FileHealth,
     #[serde(default)]
     pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub pool: FilePool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +59,18 @@ pub struct FileTimeouts {
     pub client_header: Option<PositiveDuration>,
     pub backend_response: Option<PositiveDuration>,
     pub idle: Option<PositiveDuration>,
+    pub request_body: Option<PositiveDuration>,
     pub drain: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of backend connection pool settings"
+)]
+pub struct FilePool {
+    pub max_idle_per_backend: Option<IdleCount>,
+    pub idle_timeout: Option<PositiveDuration>,
 }
 
 /// The backend list of the full form (`backends[i]` in messages).
@@ -73,9 +87,11 @@ impl From<ArrayForm> for FileConfig {
             port: None,
             workers: None,
             access_log: None,
+            max_connections: None,
             backends: Backends(backends),
             health_check: FileHealth::default(),
             timeouts: FileTimeouts::default(),
+            pool: FilePool::default(),
         }
     }
 }
@@ -339,8 +355,12 @@ bounded_int!(
     ListenPort(u16): "port", 0, 65535
 );
 bounded_int!(
-    /// A count that must be at least 1 (workers, rise, fall).
+    /// A count that must be at least 1 (workers, rise, fall, max_connections).
     AtLeastOne(u32): "", 1, u64::from(u32::MAX)
+);
+bounded_int!(
+    /// Idle connections kept per backend per worker; 0 keeps none (a new connection for every request).
+    IdleCount(u32): "", 0, 1_000_000
 );
 
 const STATUS: Bounded = Bounded {
@@ -500,7 +520,7 @@ mod tests {
         // The full form in JSON.
         ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `backends`, `health_check`, `timeouts`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),

@@ -43,9 +43,21 @@ pub struct Config {
     /// Event-loop threads serving clients; at least 1.
     pub workers: usize,
     pub access_log: bool,
+    /// Client connections open at once, over all workers; `None`: derived from the open-files limit at startup.
+    pub max_connections: Option<usize>,
     pub backends: Vec<BackendConfig>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
+    pub pool: PoolConfig,
+}
+
+/// How idle keep-alive connections to backends are kept.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Idle connections kept per backend per worker; more are closed when they come back.
+    pub max_idle_per_backend: usize,
+    /// An idle connection unused for this long is closed (by the worker's sweeper, with or without traffic).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +92,14 @@ pub struct Timeouts {
     pub client_header: Duration,
     pub backend_response: Duration,
     pub idle: Duration,
+    /// A request body must arrive within this, plus one second for every [`MIN_BODY_RATE`] bytes it carries.
+    pub request_body: Duration,
     pub drain: Duration,
 }
+
+/// The slowest average rate at which a request body may arrive once `timeouts.request_body` has passed (bytes per
+/// second): as Apache's `mod_reqtimeout`, a long upload earns time as it moves, a trickle does not.
+pub const MIN_BODY_RATE: u64 = 1024;
 
 /// Values given on the command line; `None` means "not given": the file's value, else the default, applies.
 #[derive(Debug, Clone, Default)]
@@ -208,9 +226,11 @@ pub fn from_backends(
         port: None,
         workers: None,
         access_log: None,
+        max_connections: None,
         backends: file::Backends(backends),
         health_check: file::FileHealth::default(),
         timeouts: file::FileTimeouts::default(),
+        pool: file::FilePool::default(),
     };
     resolve(file, overrides)
 }
@@ -219,6 +239,10 @@ const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// nginx's `keepalive 64` in a typical upstream block; enough for a steady load, a bound after a burst.
+const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
+/// Shorter than most backends' own idle timeouts would make little difference; longer keeps sockets nobody uses.
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Merges the parsed file with the overrides and the defaults. Overrides are checked here too, because `load` is
 /// public and its callers (tests, the demo) build [`Overrides`] without going through the CLI's parsers.
@@ -259,6 +283,7 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         client_header: secs(t.client_header, 10),
         backend_response: secs(t.backend_response, 60),
         idle: secs(t.idle, 60),
+        request_body: secs(t.request_body, 30),
         drain: overrides
             .drain
             .or(t.drain.map(|d| d.0))
@@ -280,9 +305,20 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
             .or(file.workers.map(|n| n.0 as usize))
             .unwrap_or_else(default_workers),
         access_log: overrides.access_log || file.access_log.unwrap_or(false),
+        max_connections: file.max_connections.map(|n| n.0 as usize),
         backends: file.backends.0,
         health,
         timeouts,
+        pool: PoolConfig {
+            max_idle_per_backend: file
+                .pool
+                .max_idle_per_backend
+                .map_or(DEFAULT_MAX_IDLE_PER_BACKEND, |n| n.0 as usize),
+            idle_timeout: file
+                .pool
+                .idle_timeout
+                .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
+        },
     })
 }
 

@@ -12,15 +12,17 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{ChunkError, ChunkedReader};
 use super::socket::{read_into, ReadInto};
-use super::stall::Stall;
+use super::stall::{Pace, Stall};
 use super::BodyLength;
 
 /// Room for a head's read: heads are small, and most responses that follow them too.
 const HEAD_READ: usize = 4 * 1024;
 /// A body's reads start at this size and double while they come back full, up to [`MAX_READ`]: a small body
-/// costs a small buffer, a large one few system calls.
+/// costs a small buffer, a large one few system calls. [`MAX_READ`] is also what an exchange holds at most while
+/// the receiving side does not take what was read (a client that stops reading a download): nothing more is read
+/// until it is written, so a stalled exchange costs one read's buffer, and TCP's own buffers hold the rest.
 const FIRST_BODY_READ: usize = 16 * 1024;
-const MAX_READ: usize = 256 * 1024;
+const MAX_READ: usize = 64 * 1024;
 /// A head written before a body is sent in the same write as up to this much of the body.
 const COALESCE: usize = 32 * 1024;
 
@@ -68,6 +70,29 @@ impl BodyError {
     pub fn is_source(&self) -> bool {
         !matches!(self, BodyError::Write(_))
     }
+
+    /// True when a side was too slow (stalled, or behind its pace), as opposed to closed, reset or malformed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BodyError::Read(e) | BodyError::Write(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+}
+
+/// How a body is passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// Byte for byte, in its own framing.
+    AsIs,
+    /// A chunked body as plain data (for HTTP/1.0 clients, whose body then ends with the connection).
+    Dechunked,
+}
+
+/// How long each side may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Either side making no progress for this long ends the body.
+    pub stall: Duration,
+    /// The rate the source must keep on average, if any.
+    pub pace: Option<Pace>,
 }
 
 /// Reads more of a head from `src` into `buf`; `Ok(0)` at the end of the stream.
@@ -103,28 +128,31 @@ impl ReadSize {
     }
 }
 
-/// Writes `prefix` (a head, possibly empty) and then the body of the given length from `src` to `dst`. With
-/// `dechunk`, a chunked body is sent as plain data (for HTTP/1.0 clients). Either side that makes no progress for
-/// `stall` ends the body with an error.
+/// Writes `prefix` (a head, possibly empty) and then the body of the given length from `src` to `dst`, coded as
+/// `coding` says. A side that breaks `limits` ends the body with an error. While the body fails before anything
+/// was written, `prefix` still holds the head (so the caller can tell that nothing reached `dst`).
 pub async fn forward<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
     prefix: &mut Vec<u8>,
     length: BodyLength,
-    dechunk: bool,
-    stall: Duration,
+    coding: Coding,
+    limits: Limits,
 ) -> Result<(), BodyError>
 where
     R: ReadInto,
     W: AsyncWrite + Unpin,
 {
-    let src = &mut Stall::new(src, stall);
-    let dst = &mut Stall::new(dst, stall);
+    let src = &mut Stall::paced(src, limits.stall, limits.pace);
+    let dst = &mut Stall::new(dst, limits.stall);
     match length {
         BodyLength::Empty => flush(dst, prefix).await,
         BodyLength::Length(length) => forward_length(src, buf, dst, prefix, length).await,
-        BodyLength::Chunked => forward_chunked(src, buf, dst, prefix, dechunk).await,
+        BodyLength::Chunked => {
+            let dechunk = coding == Coding::Dechunked;
+            forward_chunked(src, buf, dst, prefix, dechunk).await
+        }
         BodyLength::UntilClose => forward_until_close(src, buf, dst, prefix).await,
     }
 }
@@ -208,7 +236,10 @@ where
     loop {
         let used = if dechunk {
             let data = &buf[..];
-            let used = reader.read(data, |range| pending.extend_from_slice(&data[range]))?;
+            let written = pending.len();
+            let read = reader.read(data, |range| pending.extend_from_slice(&data[range]));
+            // A malformed body leaves `pending` as it was: still the head when nothing was written.
+            let used = read.inspect_err(|_| pending.truncate(written))?;
             flush(dst, pending).await?;
             used
         } else {

@@ -16,6 +16,8 @@ const MAX_KEPT_CAPACITY: usize = 64 * 1024;
 /// The capacity of spare buffers kept per kind: enough for a few hundred exchanges in flight to take theirs
 /// without `malloc` (at 4 KiB each).
 const MAX_SPARE_BYTES: usize = 1024 * 1024;
+/// What is kept per kind once the worker is quiet (see [`Buffers::trim`]).
+const QUIET_SPARE_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 pub struct Buffers {
@@ -39,6 +41,16 @@ impl<B> Default for Spare<B> {
 }
 
 impl<B> Spare<B> {
+    fn trim(&mut self, capacity: impl Fn(&B) -> usize) {
+        while self.capacity > QUIET_SPARE_BYTES {
+            let Some(buf) = self.buffers.pop() else { break };
+            self.capacity -= capacity(&buf);
+        }
+        if self.buffers.capacity() > 2 * self.buffers.len().max(16) {
+            self.buffers.shrink_to_fit();
+        }
+    }
+
     fn take(&mut self, capacity: impl Fn(&B) -> usize) -> Option<B> {
         let buf = self.buffers.pop()?;
         self.capacity -= capacity(&buf);
@@ -78,6 +90,13 @@ impl Buffers {
             .borrow_mut()
             .take(Vec::capacity)
             .unwrap_or_else(|| Vec::with_capacity(INITIAL))
+    }
+
+    /// Gives spare buffers beyond a few back to the allocator: after a burst, a quiet worker should not keep what
+    /// only the burst needed.
+    pub fn trim(&self) {
+        self.bytes.borrow_mut().trim(BytesMut::capacity);
+        self.vecs.borrow_mut().trim(Vec::capacity);
     }
 
     pub fn recycle_vec(&self, mut buf: Vec<u8>) {

@@ -8,6 +8,7 @@
 //! - `request` / `response`: parse and judge a head (framing, Host, limits); refusals carry their status.
 //! - `chunked`: a strict streaming reader of the chunked coding, which finds where a body ends.
 //! - `write`: the heads each side gets (hop-by-hop headers dropped, forwarding headers added).
+//! - `scan`: where a head ends, found in linear time however the head arrives.
 //! - `body`: moving a body from one socket to the other in its framing; `stall`: its inactivity timeout;
 //!   `socket`: reads that know when they emptied the socket (no wasted read before each wait).
 
@@ -16,11 +17,14 @@ pub mod buffers;
 pub mod chunked;
 pub mod request;
 pub mod response;
+mod scan;
 pub mod socket;
 pub mod stall;
 pub mod write;
 
 use std::ops::Range;
+
+pub use scan::HeadScan;
 
 /// The most header fields in one head; beyond it: 431 (request) or 502 (response).
 pub const MAX_HEADERS: usize = 128;

@@ -25,6 +25,10 @@ pub struct ResponseHead {
     /// The backend will keep the connection open after this response.
     pub keep_alive: bool,
     pub connection_names: bool,
+    /// `Transfer-Encoding` names codings other than `chunked` (e.g. `gzip, chunked`): the client must be told them.
+    pub transfer_codings: bool,
+    /// `Keep-Alive: timeout=N`: how long (seconds) the backend keeps the connection open while idle.
+    pub keep_alive_timeout: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +57,11 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
+    let mut transfer_codings = false;
     let mut close = false;
     let mut keep_alive = false;
     let mut connection_names = false;
+    let mut keep_alive_timeout = None;
     for field in response.headers.iter() {
         let name = field.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -67,12 +73,22 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
             content_length = Some(length);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
-            chunked_last = field
-                .value
-                .rsplit(|&b| b == b',')
-                .map(|c| c.trim_ascii())
-                .find(|c| !c.is_empty())
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            for coding in field.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if chunked_last {
+                    // `chunked, chunked` or `chunked, gzip`: no client could tell where such a body ends.
+                    return Err(BadResponse("chunked is not the last transfer coding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_last = true;
+                } else {
+                    transfer_codings = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"keep-alive") {
+            keep_alive_timeout = announced_timeout(field.value).or(keep_alive_timeout);
         } else if name.eq_ignore_ascii_case(b"connection") {
             connection_names |= names_headers(field.value);
             close |= contains_token(field.value, b"close");
@@ -126,8 +142,21 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
         content_length,
         keep_alive,
         connection_names,
+        transfer_codings,
+        keep_alive_timeout,
     };
     Ok(Some((head, length)))
+}
+
+/// The `timeout=N` parameter of a `Keep-Alive` value (RFC 2068 §19.7.1.1), in seconds.
+fn announced_timeout(value: &[u8]) -> Option<u32> {
+    value.split(|&b| b == b',').find_map(|param| {
+        let (name, seconds) = param.trim_ascii().split_at_checked(8)?;
+        if !name.eq_ignore_ascii_case(b"timeout=") {
+            return None;
+        }
+        std::str::from_utf8(seconds.trim_ascii()).ok()?.parse().ok()
+    })
 }
 
 #[cfg(test)]
@@ -178,6 +207,33 @@ mod tests {
             false,
         );
         assert_eq!((both.body, both.keep_alive), (BodyLength::Chunked, false));
+    }
+
+    #[test]
+    fn transfer_codings_and_keep_alive_timeouts() {
+        let gzip = ok(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nKeep-Alive: max=5, timeout=7\r\n\r\n",
+            false,
+        );
+        assert_eq!(gzip.body, BodyLength::Chunked);
+        assert!(gzip.transfer_codings);
+        assert_eq!(gzip.keep_alive_timeout, Some(7));
+        let plain = ok(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert!(!plain.transfer_codings);
+        assert_eq!(plain.keep_alive_timeout, None);
+        let until_close = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
+        assert_eq!(until_close.body, BodyLength::UntilClose);
+        assert!(until_close.transfer_codings);
+        for bad in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(parse(bad.as_bytes(), false).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

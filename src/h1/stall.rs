@@ -5,6 +5,11 @@
 //! connection) forever. Wrapped in [`Stall`], a side that stays pending for `limit` without moving a byte fails
 //! with `TimedOut`, like nginx's `client_body_timeout`, `proxy_read_timeout` and `send_timeout`. The timer is made
 //! only the first time the side has to wait, so a body that moves at once costs no timer at all.
+//!
+//! A body that moves, but barely (a byte every few seconds), never stalls; with a [`Pace`] the side must also keep
+//! an average rate: from the first wait on, it gets `base` plus one second for every `bytes_per_second` it moves,
+//! as Apache's `mod_reqtimeout` (`body=30,MinRate=1024`). Slow uploads thus cannot hold a backend connection for
+//! long, while a large upload at any sensible speed earns all the time it needs.
 
 use std::future::Future;
 use std::io;
@@ -21,7 +26,23 @@ use super::socket::ReadInto;
 pub struct Stall<T> {
     inner: T,
     limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    pace: Option<Pace>,
+    /// Made at the first wait, with the pace's account from then on.
+    timer: Option<Timer>,
+}
+
+/// An average rate a side must keep (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub base: Duration,
+    pub bytes_per_second: u64,
+}
+
+struct Timer {
+    sleep: Pin<Box<Sleep>>,
+    /// When the side first waited, and the bytes it moved since.
+    since: Instant,
+    moved: u64,
 }
 
 impl<T> Stall<T> {
@@ -29,30 +50,74 @@ impl<T> Stall<T> {
         Stall {
             inner,
             limit,
+            pace: None,
             timer: None,
         }
     }
 
-    fn moved(&mut self) {
-        if let Some(timer) = &mut self.timer {
-            timer.as_mut().reset(Instant::now() + self.limit);
+    /// A side that must also keep `pace`.
+    pub fn paced(inner: T, limit: Duration, pace: Option<Pace>) -> Self {
+        Stall {
+            pace,
+            ..Stall::new(inner, limit)
         }
     }
 
-    /// Called while the inner side is pending: fails once it has been pending for `limit`.
-    fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.limit;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        timer.as_mut().poll(cx).is_ready()
+    /// When the pace runs out, for a timer started `since` that has moved `moved` bytes.
+    fn pace_deadline(&self, since: Instant, moved: u64) -> Option<Instant> {
+        let pace = self.pace?;
+        let rate = pace.bytes_per_second.max(1);
+        let earned = Duration::from_secs(moved / rate)
+            + Duration::from_nanos((moved % rate) * 1_000_000_000 / rate);
+        Some(since + (pace.base + earned).min(crate::config::duration::MAX_DURATION))
     }
 
-    fn stalled(&self) -> io::Error {
-        io::Error::new(
+    fn deadline(&self, now: Instant, since: Instant, moved: u64) -> Instant {
+        let stall = now + self.limit;
+        self.pace_deadline(since, moved)
+            .map_or(stall, |paced| paced.min(stall))
+    }
+
+    fn moved(&mut self, bytes: usize) {
+        if let Some(timer) = &self.timer {
+            let (since, moved) = (timer.since, timer.moved + bytes as u64);
+            let deadline = self.deadline(Instant::now(), since, moved);
+            let timer = self.timer.as_mut().expect("checked above");
+            timer.moved = moved;
+            timer.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Called while the inner side is pending: fails once it has been pending for `limit`, or is behind its pace.
+    fn waited_too_long(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.timer.is_none() {
+            let now = Instant::now();
+            let deadline = self.deadline(now, now, 0);
+            self.timer = Some(Timer {
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                since: now,
+                moved: 0,
+            });
+        }
+        let timer = self.timer.as_mut().expect("made above");
+        if timer.sleep.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        let (since, moved) = (timer.since, timer.moved);
+        let behind = self
+            .pace_deadline(since, moved)
+            .is_some_and(|paced| paced <= Instant::now());
+        Some(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no progress for {:?}", self.limit),
-        )
+            if behind {
+                format!(
+                    "slower than {} bytes/s",
+                    self.pace.map_or(0, |p| p.bytes_per_second)
+                )
+            } else {
+                format!("no progress for {:?}", self.limit)
+            },
+        ))
     }
 
     /// Passes a poll through, resetting the clock on progress and failing after `limit` without it.
@@ -60,14 +125,17 @@ impl<T> Stall<T> {
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<R>>,
+        moved: impl FnOnce(&R) -> usize,
     ) -> Poll<io::Result<R>> {
         match polled {
             Poll::Ready(result) => {
-                self.moved();
+                self.moved(result.as_ref().map_or(0, moved));
                 Poll::Ready(result)
             }
-            Poll::Pending if self.waited_too_long(cx) => Poll::Ready(Err(self.stalled())),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match self.waited_too_long(cx) {
+                Some(error) => Poll::Ready(Err(error)),
+                None => Poll::Pending,
+            },
         }
     }
 }
@@ -79,7 +147,7 @@ impl<T: ReadInto> ReadInto for Stall<T> {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         let polled = self.inner.poll_read_into(cx, buf);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |&n| n)
     }
 }
 
@@ -90,12 +158,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, bytes);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |&n| n)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let polled = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |_| 0)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -120,6 +188,66 @@ mod tests {
         let error = read_into(&mut reader, &mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_side_behind_its_pace_times_out_though_it_moves() {
+        let (mut near, far) = loopback_pair().await;
+        let pace = Pace {
+            base: Duration::from_secs(10),
+            bytes_per_second: 1024,
+        };
+        let mut reader = Stall::paced(far, Duration::from_secs(5), Some(pace));
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if near.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut buf = BytesMut::with_capacity(8);
+        let error = loop {
+            match read_into(&mut reader, &mut buf).await {
+                Ok(n) => assert_eq!(n, 1),
+                Err(error) => break error,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            error.to_string().contains("slower than 1024 bytes/s"),
+            "{error}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(10) && took < Duration::from_secs(12),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_side_earns_time_beyond_the_base() {
+        let (mut near, far) = loopback_pair().await;
+        let pace = Pace {
+            base: Duration::from_secs(1),
+            bytes_per_second: 1024,
+        };
+        let mut reader = Stall::paced(far, Duration::from_secs(5), Some(pace));
+        let writer = tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                near.write_all(&[7u8; 2048]).await.unwrap();
+            }
+        });
+        let mut total = 0;
+        while total < 20 * 1024 {
+            let mut buf = BytesMut::with_capacity(4096);
+            total += read_into(&mut reader, &mut buf)
+                .await
+                .expect("2 KiB every 0.5 s keeps the pace");
+        }
+        writer.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -187,6 +187,8 @@ pub struct ClientFraming {
     pub keep_alive: bool,
     /// The client speaks HTTP/1.0 (so keep-alive must be said out loud).
     pub http10: bool,
+    /// The body goes with the backend's own transfer codings (`gzip, chunked`), stated again as they came.
+    pub codings: bool,
 }
 
 /// The response head the client gets. An informational (1xx) head is written with its own headers only.
@@ -224,7 +226,22 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
         }
         _ => {}
     }
-    if framing.chunked {
+    if framing.codings {
+        out.extend_from_slice(b"transfer-encoding: ");
+        let codings = head
+            .headers
+            .iter()
+            .filter(|h| buf[h.name.clone()].eq_ignore_ascii_case(b"transfer-encoding"))
+            .map(|h| buf[h.value.clone()].trim_ascii())
+            .filter(|v| !v.is_empty());
+        for (i, value) in codings.enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(b"\r\n");
+    } else if framing.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     if !framing.keep_alive {
@@ -310,6 +327,7 @@ mod tests {
             chunked: false,
             keep_alive: false,
             http10: true,
+            codings: false,
         };
         response_head(&mut out, raw.as_bytes(), &head, framing);
         assert_eq!(

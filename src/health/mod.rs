@@ -4,6 +4,10 @@
 //! passes. The verdict goes through the rise/fall state machine (`state.rs`) and only a flip changes the backend's
 //! shared `healthy` flag and writes a log line, with the reason. Before traffic is accepted every backend is checked
 //! once (`check_once`), so the first requests already see the true state.
+//!
+//! A check that cannot even be made for a local reason (this process is out of file descriptors or socket
+//! buffers) says nothing about the backend: it is not counted, it is tried again shortly, and it is logged at
+//! most once a second. Otherwise a flood of clients would take every backend down at once.
 
 mod state;
 
@@ -18,20 +22,38 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
-use crate::upstream::{describe_io, Backend};
+use crate::failure::{describe_io, describe_io_static, is_local_shortage};
+use crate::log_limit::{self, Subject};
+use crate::upstream::Backend;
 use state::{Flip, HealthState};
+
+/// How soon a check that could not be made for a local reason is tried again.
+const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What one check found.
+#[derive(Debug)]
+enum Verdict {
+    Pass,
+    Fail(String),
+    /// No verdict: the check could not be made for a local reason (the reason, for the log).
+    Local(&'static str),
+}
 
 /// Checks every backend once, concurrently, and sets each one's health from the result.
 pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
     let checks = backends.iter().map(|backend| async move {
-        let result = check(backend, config).await;
-        if let Err(reason) = &result {
-            tracing::warn!("{backend} down at startup: {reason}");
-        }
-        backend
-            .state
-            .healthy
-            .store(result.is_ok(), Ordering::Relaxed);
+        let healthy = match check(backend, config).await {
+            Verdict::Pass => true,
+            Verdict::Fail(reason) => {
+                tracing::warn!("{backend} down at startup: {reason}");
+                false
+            }
+            Verdict::Local(reason) => {
+                tracing::warn!("{backend} not checked at startup ({reason}): taken as up");
+                true
+            }
+        };
+        backend.state.healthy.store(healthy, Ordering::Relaxed);
     });
     futures_util::future::join_all(checks).await;
 }
@@ -47,15 +69,38 @@ pub async fn watch(backend: Arc<Backend>, config: HealthConfig, shutdown: Cancel
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = check(&backend, &config) => result,
+        let verdict = loop {
+            let verdict = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                verdict = check(&backend, &config) => verdict,
+            };
+            let Verdict::Local(reason) = verdict else {
+                break verdict;
+            };
+            let key = log_limit::Key {
+                subject: Subject::Backend(backend.id),
+                what: "health checks not made",
+                reason,
+            };
+            if log_limit::first(key) {
+                tracing::warn!(
+                    "{backend}: health check not made ({reason}): not counted, trying again"
+                );
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(LOCAL_RETRY.min(config.interval)) => {}
+            }
         };
-        match state.record(result.is_ok()) {
+        let passed = matches!(verdict, Verdict::Pass);
+        match state.record(passed) {
             None => {}
             Some(Flip::Down(failures)) => {
                 backend.state.healthy.store(false, Ordering::Relaxed);
-                let last = result.err().unwrap_or_default();
+                let last = match verdict {
+                    Verdict::Fail(reason) => reason,
+                    _ => String::new(),
+                };
                 tracing::warn!("{backend} down: {failures} checks failed, last: {last}");
             }
             Some(Flip::Up(passes)) => {
@@ -66,23 +111,28 @@ pub async fn watch(backend: Arc<Backend>, config: HealthConfig, shutdown: Cancel
     }
 }
 
-/// One check: `Ok` if the backend answered the health path with an accepted status in time, else why not.
-async fn check(backend: &Backend, config: &HealthConfig) -> Result<(), String> {
+/// One check: whether the backend answered the health path with an accepted status in time, and if not why.
+async fn check(backend: &Backend, config: &HealthConfig) -> Verdict {
     match tokio::time::timeout(config.timeout, probe(backend, config)).await {
-        Err(_) => Err(format!("timed out after {:?}", config.timeout)),
-        Ok(Err(reason)) => Err(reason),
-        Ok(Ok(status)) if config.passes(status) => Ok(()),
-        Ok(Ok(status)) => Err(format!("status {status}")),
+        Err(_) => Verdict::Fail(format!("timed out after {:?}", config.timeout)),
+        Ok(Err(verdict)) => verdict,
+        Ok(Ok(status)) if config.passes(status) => Verdict::Pass,
+        Ok(Ok(status)) => Verdict::Fail(format!("status {status}")),
     }
 }
 
-async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, String> {
-    let stream = TcpStream::connect(backend.addr)
-        .await
-        .map_err(|error| describe_io(&error))?;
+async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, Verdict> {
+    let fail = |reason: String| Verdict::Fail(reason);
+    let stream =
+        TcpStream::connect(backend.addr).await.map_err(|error| {
+            match is_local_shortage(&error) {
+                true => Verdict::Local(describe_io_static(&error)),
+                false => fail(describe_io(&error)),
+            }
+        })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| fail(error.to_string()))?;
     let request = Request::get(config.path.as_str())
         .header(header::HOST, backend.authority.as_str())
         .header(
@@ -91,7 +141,7 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, String> 
         )
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| fail(error.to_string()))?;
     let mut exchange = std::pin::pin!(sender.send_request(request));
     // The connection is driven here rather than spawned, so a backend that hangs leaves nothing behind when the
     // check times out.
@@ -105,5 +155,5 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, String> 
     };
     response
         .map(|r| r.status().as_u16())
-        .map_err(|error| error.to_string())
+        .map_err(|error| fail(error.to_string()))
 }

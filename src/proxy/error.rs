@@ -1,44 +1,76 @@
-//! Why a request could not be proxied, and the status the client gets for it.
+//! Why a request could not be proxied: a [`Failure`] kind, the backend it happened on, and a detail for the log.
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::fmt;
 
 use http::StatusCode;
 
+use crate::failure::Failure;
 use crate::h1::body::BodyError;
-use crate::h1::response::BadResponse;
 
-/// Where a request's journey ended without a backend's response reaching the client.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// No backend is healthy (or every healthy one was already tried).
-    #[error("no healthy backend")]
-    NoHealthyBackend,
-    /// Every backend tried failed; the last failure is kept for the log.
-    #[error("all backends failed, last: {0}")]
-    AllAttemptsFailed(String),
-    /// The backend did not send its response head in time.
-    #[error("no response from backend {backend} within {after:?}")]
-    UpstreamTimeout { backend: u64, after: Duration },
-    /// The backend broke the exchange after the request was sent, and it may not be resent.
-    #[error("backend {backend} failed: {reason}")]
-    Upstream { backend: u64, reason: String },
-    /// The backend's response head cannot be forwarded safely.
-    #[error("backend {backend}: {error}")]
-    BadResponse { backend: u64, error: BadResponse },
-    /// The client's request body was malformed or cut short.
-    #[error("client request body: {0}")]
-    ClientBody(BodyError),
+/// Where a request's journey ended without a backend's whole response reaching the client.
+#[derive(Debug)]
+pub struct ProxyError {
+    pub failure: Failure,
+    /// The backend it happened on, if any.
+    pub backend: Option<u64>,
+    /// What the log adds to the failure's name (may be empty).
+    pub detail: Cow<'static, str>,
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::AllAttemptsFailed(_)
-            | ProxyError::Upstream { .. }
-            | ProxyError::BadResponse { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+    pub fn new(
+        failure: Failure,
+        backend: Option<u64>,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        ProxyError {
+            failure,
+            backend,
+            detail: detail.into(),
         }
     }
+
+    /// A failure of the client's request body, while it was being sent to a backend.
+    pub fn client_body(error: &BodyError) -> Self {
+        let failure = match error {
+            _ if error.is_timeout() => Failure::ClientTooSlow,
+            BodyError::Read(_) => Failure::ClientGone,
+            BodyError::Truncated | BodyError::Chunk(_) | BodyError::Write(_) => Failure::ClientBody,
+        };
+        ProxyError::new(failure, None, error.to_string())
+    }
+
+    /// A failure while the response body was moving from `backend` to the client.
+    pub fn response_body(backend: u64, error: &BodyError) -> Self {
+        let failure = match error {
+            BodyError::Write(_) if error.is_timeout() => Failure::ClientTooSlow,
+            BodyError::Write(_) => Failure::ClientGone,
+            BodyError::Read(_) if error.is_timeout() => Failure::Stalled,
+            BodyError::Read(io) => Failure::of_io(io, false),
+            BodyError::Truncated => Failure::Closed,
+            BodyError::Chunk(_) => Failure::BadResponse,
+        };
+        let backend = failure.blames_backend().then_some(backend);
+        ProxyError::new(failure, backend, error.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.failure.status()
+    }
 }
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = self.backend {
+            write!(f, "backend {id}: ")?;
+        }
+        f.write_str(self.failure.as_str())?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -9,5 +9,5 @@ mod pool;
 mod snapshot;
 
 pub use backend::Backend;
-pub use pool::{describe_io, Lease, Pool};
+pub use pool::{KeepAlive, Lease, Pool, Reuse};
 pub use snapshot::{Routing, Snapshot};

@@ -1,10 +1,20 @@
 //! Keep-alive connections to backends, one pool per worker thread.
 //!
-//! Each worker owns its pool (`Rc`, no locks): a connection is only ever used by the thread that opened it. A
-//! connection is lent for one exchange and given back only when that exchange ended cleanly with both sides
-//! agreeing to keep it open. Idle connections are reused newest first; before reuse, one that the backend closed
-//! in the meantime is noticed (from its readiness when it was idle only briefly, with a non-blocking read
-//! otherwise) and dropped, and any idle for longer than [`MAX_IDLE`] is not trusted at all.
+//! Each worker owns its pool (no locks): a connection is only ever used by the thread that opened it. A connection
+//! is lent for one exchange and given back only when that exchange ended cleanly, both sides agreed to keep it open
+//! and nothing unexpected is waiting on it. Idle connections are reused newest first.
+//!
+//! Bounds (a burst must not leave sockets behind): at most `pool.max_idle_per_backend` idle connections per backend
+//! (more are closed as they come back), none kept past `pool.idle_timeout` or past the idle timeout the backend
+//! announced (`Keep-Alive: timeout=N`, minus a margin), and the worker's sweeper ([`Pool::purge`]) closes the
+//! expired ones and those the backend closed, whether or not traffic comes.
+//!
+//! Reuse is judged by how much a failure would cost. Before reuse, a connection the backend closed (or wrote to,
+//! unasked) in the meantime is noticed from its readiness when it was idle only briefly (the busy case, no system
+//! call), with a non-blocking read otherwise. A request that cannot be resent (not idempotent, or with a body)
+//! goes only on a connection used within the last [`SAFE_REUSE`], always checked with a read: a backend that
+//! closes idle connections silently would otherwise fail such requests now and then (HAProxy's `http-reuse safe`
+//! reasons alike).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,12 +26,17 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long an idle backend connection is kept for reuse.
-const MAX_IDLE: Duration = Duration::from_secs(30);
+use crate::config::PoolConfig;
+use crate::failure::{describe_io, Failure};
+
 /// A connection idle for less than this is trusted to be open unless the reactor saw it become readable.
 const TRUST_READINESS: Duration = Duration::from_millis(100);
-/// Idle connections kept per backend per worker; more are closed when they come back.
-const MAX_IDLE_PER_BACKEND: usize = 256;
+/// A request that cannot be resent goes only on a connection used this recently (below the shortest idle timeout
+/// common backends use: gunicorn's 2 s).
+pub const SAFE_REUSE: Duration = Duration::from_secs(1);
+/// The most of an announced `Keep-Alive: timeout` we use: a connection is given up this long (or half the
+/// announced time, if less) before the backend would close it.
+const ANNOUNCED_MARGIN: Duration = Duration::from_secs(1);
 
 /// Why no connection to a backend could be had. Nothing of the request was sent in either case.
 #[derive(Debug, thiserror::Error)]
@@ -32,23 +47,22 @@ pub enum ConnectError {
     Io(io::Error),
 }
 
-/// A short, lowercase description of a socket error, as logs show it (`connection refused`).
-pub fn describe_io(error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        io::ErrorKind::ConnectionReset => "connection reset".to_owned(),
-        io::ErrorKind::BrokenPipe => "connection closed".to_owned(),
-        io::ErrorKind::TimedOut => "timed out".to_owned(),
-        io::ErrorKind::HostUnreachable => "host unreachable".to_owned(),
-        io::ErrorKind::NetworkUnreachable => "network unreachable".to_owned(),
-        io::ErrorKind::AddrNotAvailable => "address not available".to_owned(),
-        _ => error.to_string(),
+impl ConnectError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            ConnectError::Timeout(_) => Failure::ConnectTimeout,
+            ConnectError::Io(error) => Failure::of_io(error, true),
+        }
     }
 }
 
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// Not lent after this: `pool.idle_timeout`, or earlier if the backend announced a shorter one.
+    until: Instant,
+    /// Checked with a read before it is lent, whatever the reactor says (see [`KeepAlive::suspect`]).
+    suspect: bool,
 }
 
 /// The backend connections of one worker thread.
@@ -64,14 +78,35 @@ pub struct Lease {
     pub reused: bool,
 }
 
+/// Which idle connections a request may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Any that looks open: the request may be resent if the connection turns out closed.
+    Any,
+    /// Only one used within [`SAFE_REUSE`] and checked with a read: the request cannot be resent.
+    Safe,
+}
+
+/// What the backend said about keeping a connection (from the response that ended on it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepAlive {
+    /// `Keep-Alive: timeout=N`.
+    pub announced: Option<Duration>,
+    /// The response could be followed by stray bytes that had not arrived when it ended (it had no body, and a
+    /// backend that sends one anyway sends it after the head): the connection is checked with a read before it is
+    /// lent again, so that they are never taken for the answer to the next request.
+    pub suspect: bool,
+}
+
 impl Pool {
     /// An idle connection to `addr` that still looks open, or a new one.
     pub async fn lease(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
+        reuse: Reuse,
     ) -> Result<Lease, ConnectError> {
-        if let Some(stream) = self.take_idle(addr) {
+        if let Some(stream) = self.take_idle(addr, reuse) {
             return Ok(Lease {
                 stream,
                 reused: true,
@@ -98,47 +133,96 @@ impl Pool {
         })
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<TcpStream> {
+    fn take_idle(&self, addr: SocketAddr, reuse: Reuse) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
         while let Some(entry) = list.pop() {
-            let idle_for = entry.since.elapsed();
-            if idle_for < MAX_IDLE && looks_open(&entry.stream, idle_for) {
+            let idle_for = now.saturating_duration_since(entry.since);
+            if reuse == Reuse::Safe && idle_for >= SAFE_REUSE {
+                // Still fine for a request that may be resent: keep it (the newest is last, so all others are older).
+                list.push(entry);
+                return None;
+            }
+            let checked = reuse == Reuse::Safe || entry.suspect || idle_for >= TRUST_READINESS;
+            if now < entry.until && looks_open(&entry.stream, checked) {
                 return Some(entry.stream);
             }
         }
         None
     }
 
-    /// Takes back a connection whose last exchange ended cleanly and that may serve another.
-    pub fn give_back(&self, addr: SocketAddr, stream: TcpStream) {
+    /// Takes back a connection whose last exchange ended cleanly and that may serve another. Returns true when
+    /// the pool had no idle connection before (so the sweeper has something to watch again).
+    pub fn give_back(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+        keep_alive: KeepAlive,
+        config: &PoolConfig,
+    ) -> bool {
+        if config.max_idle_per_backend == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let mut keep_for = config.idle_timeout;
+        if let Some(announced) = keep_alive.announced {
+            let margin = ANNOUNCED_MARGIN.min(announced / 2);
+            keep_for = keep_for.min(announced - margin);
+        }
+        if keep_for.is_zero() {
+            return false;
+        }
         let mut idle = self.idle.borrow_mut();
+        let was_empty = idle.is_empty();
         let list = idle.entry(addr).or_default();
-        // The oldest come first: close those past their time (a backend may have closed them long ago) and any
-        // beyond the limit, so that connections not reused do not pile up.
-        let stale = list
-            .iter()
-            .take_while(|entry| entry.since.elapsed() >= MAX_IDLE)
-            .count()
-            .max((list.len() + 1).saturating_sub(MAX_IDLE_PER_BACKEND));
-        list.drain(..stale);
+        if list.len() >= config.max_idle_per_backend {
+            // The oldest is the least likely to be reused (and the most likely to be closed by the backend).
+            list.remove(0);
+        }
         list.push(Idle {
             stream,
-            since: Instant::now(),
+            since: now,
+            until: now + keep_for,
+            suspect: keep_alive.suspect,
         });
+        was_empty
+    }
+
+    /// Closes the idle connections past their time and those that became readable (the backend closed them, or
+    /// sent something unasked). Run by the worker's sweeper.
+    pub fn purge(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|entry| now < entry.until && looks_open(&entry.stream, false));
+            if list.capacity() > 4 * list.len().max(4) {
+                list.shrink_to_fit();
+            }
+            !list.is_empty()
+        });
+        if idle.is_empty() && idle.capacity() > 0 {
+            *idle = HashMap::new();
+        }
+    }
+
+    /// Whether no idle connection is kept (the sweeper need not run for the pool).
+    pub fn is_empty(&self) -> bool {
+        self.idle.borrow().is_empty()
     }
 }
 
 /// An idle connection has nothing to read: if it became readable, the backend closed it (or sent something
-/// unasked), and it must not carry a request. A connection lent again within [`TRUST_READINESS`] is judged by
-/// the readiness the reactor already has (no system call: this is the busy case); one idle for longer gets a
+/// unasked), and it must not carry a request. Unless `checked`, a connection the reactor has not seen become
+/// readable is trusted without a system call (the busy case); a readable one, or one to be `checked`, gets a
 /// non-blocking read, which also sees a close the reactor has not reported yet (a backend's own idle timeout
 /// firing just now).
-fn looks_open(stream: &TcpStream, idle_for: Duration) -> bool {
+fn looks_open(stream: &TcpStream, checked: bool) -> bool {
     let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
-    if !readable && idle_for < TRUST_READINESS {
+    if !readable && !checked {
         return true;
     }
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    // A plain system call: tokio's own reads do not even try while the reactor has not reported readiness.
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let peeked = socket2::SockRef::from(stream).peek(&mut probe);
+    matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

@@ -11,13 +11,14 @@ use arc_swap::ArcSwap;
 
 use super::Backend;
 use crate::balance::{Balance, RoundRobin};
-use crate::config::{Config, Timeouts};
+use crate::config::{Config, PoolConfig, Timeouts};
 
 #[derive(Debug)]
 pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     pub balancer: Box<dyn Balance>,
     pub timeouts: Timeouts,
+    pub pool: PoolConfig,
     pub access_log: bool,
 }
 
@@ -31,6 +32,7 @@ impl Snapshot {
                 .collect(),
             balancer: Box::new(RoundRobin::default()),
             timeouts: config.timeouts.clone(),
+            pool: config.pool.clone(),
             access_log: config.access_log,
         }
     }

@@ -1,0 +1,385 @@
+//! One attempt on one backend: send the request head and body, bring back the response, decide whether the backend
+//! connection can serve again.
+//!
+//! The request body and the response travel at the same time, for as long as both last: a backend may answer
+//! before it has read the whole body (and keep reading it), and `Expect: 100-continue` needs the 100 to reach the
+//! client before the body comes. The outcome says which side failed and whether anything reached the client yet,
+//! because that decides everything after: a retry, an error answer, or a cut connection.
+
+use std::pin::pin;
+
+use bytes::{Buf, BytesMut};
+use http::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use super::error::ProxyError;
+use super::Proxy;
+use crate::config::MIN_BODY_RATE;
+use crate::connection::Client;
+use crate::failure::{describe_io, Failure};
+use crate::h1::body::{self, BodyError, Coding, Limits};
+use crate::h1::request::RequestHead;
+use crate::h1::response::{self, ResponseHead};
+use crate::h1::socket;
+use crate::h1::stall::Pace;
+use crate::h1::write::{self, ClientFraming};
+use crate::h1::{BodyLength, HeadScan};
+use crate::upstream::{Backend, KeepAlive, Lease, Snapshot};
+
+/// What one attempt is about.
+pub struct Leg<'a> {
+    pub snapshot: &'a Snapshot,
+    pub backend: &'a Backend,
+    pub head: &'a RequestHead,
+    /// The request may be sent again if this attempt fails before an answer (idempotent, no body).
+    pub replayable: bool,
+}
+
+/// How an attempt ended.
+pub enum Attempt {
+    Delivered {
+        status: StatusCode,
+        /// The client connection can carry another request.
+        keep_alive: bool,
+    },
+    /// The request reached the backend, which failed before answering; it may be sent again.
+    Retry(ProxyError),
+    /// Nothing was written to the client yet: answer with the error's status (unless the client is gone).
+    Fail(ProxyError),
+    /// The response had started, or the client is gone: the client connection must end.
+    Broken(ProxyError),
+}
+
+/// What a delivered response left behind.
+struct Relayed {
+    status: StatusCode,
+    keep_alive: bool,
+    backend_keep_alive: bool,
+    request_sent: bool,
+    keep: KeepAlive,
+}
+
+/// Sends the request (its head is `request_head`) over `lease` and relays the answer to `client`.
+pub async fn relay(
+    proxy: &Proxy,
+    leg: Leg<'_>,
+    lease: Lease,
+    client: &mut Client,
+    request_head: &mut Vec<u8>,
+    up_buf: &mut BytesMut,
+) -> Attempt {
+    let Lease { mut stream, reused } = lease;
+    let mut response_out = proxy.buffers().vec();
+    let relayed = exchange(
+        proxy,
+        &leg,
+        &mut stream,
+        reused,
+        client,
+        request_head,
+        up_buf,
+        &mut response_out,
+    )
+    .await;
+    proxy.buffers().recycle_vec(response_out);
+    let relayed = match relayed {
+        Ok(relayed) => relayed,
+        Err(attempt) => return attempt,
+    };
+    // Only a connection that ends is looked at (a look may cost a system call).
+    let ends_cleanly = || relayed.request_sent && crate::connection::nothing_unread(client);
+    if !relayed.keep_alive && !ends_cleanly() {
+        // Part of the request body, or another request, is still coming: read it away for a moment, so that
+        // closing does not reset the connection under the answer just sent. Otherwise the close that follows
+        // sends the end of the stream by itself.
+        crate::connection::linger_close(&mut client.stream).await;
+    }
+    if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() {
+        proxy.keep(leg.backend.addr, stream, relayed.keep, &leg.snapshot.pool);
+    }
+    Attempt::Delivered {
+        status: relayed.status,
+        keep_alive: relayed.keep_alive,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    proxy: &Proxy,
+    leg: &Leg<'_>,
+    stream: &mut tokio::net::TcpStream,
+    reused: bool,
+    client: &mut Client,
+    request_head: &mut Vec<u8>,
+    up_buf: &mut BytesMut,
+    response_out: &mut Vec<u8>,
+) -> Result<Relayed, Attempt> {
+    let Leg {
+        snapshot,
+        backend,
+        head,
+        replayable,
+    } = *leg;
+    let timeouts = &snapshot.timeouts;
+    let head_request = head.method == Method::HEAD;
+    let http11 = head.minor == 1;
+    let request_limits = Limits {
+        stall: timeouts.idle,
+        pace: Some(Pace {
+            base: timeouts.request_body,
+            bytes_per_second: MIN_BODY_RATE,
+        }),
+    };
+    let mut request_sent = false;
+    let mut send_failed: Option<BodyError> = None;
+    let (mut up_read, mut up_write) = stream.split();
+    let (mut client_read, mut client_write) = client.stream.split();
+    let mut send = pin!(body::forward(
+        &mut client_read,
+        &mut client.buf,
+        &mut up_write,
+        request_head,
+        head.body,
+        Coding::AsIs,
+        request_limits,
+    ));
+    let received = {
+        let mut receive = pin!(receive_head(
+            &mut up_read,
+            up_buf,
+            head_request,
+            &mut client_write,
+            http11,
+        ));
+        // The backend has `backend_response` to answer once it has the whole request, or once it stopped taking
+        // the body; until then, the body moving at all is what counts (its own limits). The deadline is polled only
+        // from then on, and counts from its first poll.
+        let mut deadline = pin!(proxy.timers().deadline(timeouts.backend_response));
+        loop {
+            tokio::select! {
+                biased;
+                received = &mut receive => break received,
+                sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
+                    Ok(()) => request_sent = true,
+                    Err(error) if error.is_source() => {
+                        return Err(Attempt::Fail(ProxyError::client_body(&error)))
+                    }
+                    // The backend stopped reading: it may still have answered; the response read tells.
+                    Err(error) if reused && replayable => {
+                        let failure = match &error {
+                            BodyError::Write(io) => Failure::of_io(io, false),
+                            _ => Failure::Closed,
+                        };
+                        return Err(Attempt::Retry(ProxyError::new(failure, Some(backend.id), error.to_string())));
+                    }
+                    Err(error) => send_failed = Some(error),
+                },
+                () = &mut deadline, if request_sent || send_failed.is_some() => {
+                    break Err(Receive::TimedOut)
+                }
+            }
+        }
+    };
+    let (response, head_length) = received.map_err(|failure| match failure {
+        Receive::TimedOut => Attempt::Fail(ProxyError::new(
+            Failure::ResponseTimeout,
+            Some(backend.id),
+            format!("no response head within {:?}", timeouts.backend_response),
+        )),
+        Receive::ClientGone => Attempt::Broken(ProxyError::new(Failure::ClientGone, None, "")),
+        Receive::Bad(error) => Attempt::Fail(ProxyError::new(
+            Failure::BadResponse,
+            Some(backend.id),
+            error.0,
+        )),
+        Receive::Closed {
+            failure,
+            detail,
+            answered,
+        } => {
+            let error = ProxyError::new(failure, Some(backend.id), detail);
+            if replayable && !answered {
+                Attempt::Retry(error)
+            } else {
+                Attempt::Fail(error)
+            }
+        }
+    })?;
+
+    // The response head goes to the client together with the body's first bytes. Keep-alive is decided now: only
+    // when the whole request is already sent can the connection be trusted for the next one.
+    let has_body = response.body != BodyLength::Empty;
+    if response.transfer_codings && has_body && !http11 {
+        let detail = "a transfer coding (other than chunked) cannot reach an HTTP/1.0 client";
+        return Err(Attempt::Fail(ProxyError::new(
+            Failure::BadResponse,
+            Some(backend.id),
+            detail,
+        )));
+    }
+    let coding = match !http11 && response.body == BodyLength::Chunked {
+        true => Coding::Dechunked,
+        false => Coding::AsIs,
+    };
+    let keep_alive = head.keep_alive
+        && request_sent
+        && !proxy.draining()
+        && coding == Coding::AsIs
+        && response.body != BodyLength::UntilClose;
+    let framing = ClientFraming {
+        chunked: http11 && response.body == BodyLength::Chunked,
+        keep_alive,
+        http10: !http11,
+        codings: http11 && response.transfer_codings && has_body,
+    };
+    write::response_head(response_out, &up_buf[..head_length], &response, framing);
+    up_buf.advance(head_length);
+    if body::small_rest_to_come(response.body, up_buf.len()) {
+        socket::acknowledge_now(up_read.as_ref());
+    }
+    if !body::fits_one_write(response.body, up_buf.len()) {
+        crate::connection::no_delay(client_write.as_ref(), &mut client.nodelay);
+    }
+    let response_limits = Limits {
+        stall: timeouts.backend_response,
+        pace: None,
+    };
+    let forwarded = {
+        let mut forward = pin!(body::forward(
+            &mut up_read,
+            up_buf,
+            &mut client_write,
+            response_out,
+            response.body,
+            coding,
+            response_limits,
+        ));
+        loop {
+            tokio::select! {
+                biased;
+                forwarded = &mut forward => break forwarded,
+                sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
+                    Ok(()) => request_sent = true,
+                    // A body too slow to wait for, while the answer streams: end both sides now.
+                    Err(error) if error.is_source() && error.is_timeout() => {
+                        return Err(Attempt::Broken(ProxyError::client_body(&error)))
+                    }
+                    Err(error) => send_failed = Some(error),
+                },
+            }
+        }
+    };
+    if let Err(error) = forwarded {
+        let failed = ProxyError::response_body(backend.id, &error);
+        // A malformed first chunk is found before the head is written: the client can still get a 502.
+        let nothing_sent = error.is_source() && !response_out.is_empty();
+        return Err(match nothing_sent {
+            true => Attempt::Fail(failed),
+            false => Attempt::Broken(failed),
+        });
+    }
+    Ok(Relayed {
+        status: response.status,
+        keep_alive,
+        backend_keep_alive: response.keep_alive,
+        request_sent,
+        keep: KeepAlive {
+            announced: response
+                .keep_alive_timeout
+                .map(|seconds| std::time::Duration::from_secs(seconds.into())),
+            // No body: a backend that sends one anyway sends it after the head, and it must not be taken for the
+            // answer to the next request on this connection.
+            suspect: head_request
+                || response.status == StatusCode::NO_CONTENT
+                || response.status == StatusCode::NOT_MODIFIED,
+        },
+    })
+}
+
+/// Why no response head came back.
+enum Receive {
+    /// The backend had the whole request and did not answer within `backend_response`.
+    TimedOut,
+    /// The backend closed or reset the connection; `answered`: some response bytes had arrived.
+    Closed {
+        failure: Failure,
+        detail: String,
+        answered: bool,
+    },
+    Bad(response::BadResponse),
+    /// Forwarding an informational response to the client failed.
+    ClientGone,
+}
+
+/// Reads the backend's final response head, forwarding informational (1xx) ones to an HTTP/1.1 client.
+async fn receive_head(
+    up_read: &mut ReadHalf<'_>,
+    up_buf: &mut BytesMut,
+    head_request: bool,
+    client_write: &mut WriteHalf<'_>,
+    http11: bool,
+) -> Result<(ResponseHead, usize), Receive> {
+    let mut answered = false;
+    let mut scan = HeadScan::default();
+    loop {
+        if !up_buf.is_empty() {
+            answered = true;
+        }
+        // Only a buffer that holds a whole head (or has grown past the limit) is parsed: a head that trickles in
+        // costs linear work, not a parse per read.
+        if scan.ready(up_buf) || up_buf.len() >= response::MAX_HEAD {
+            if let Some((head, length)) =
+                response::parse(up_buf, head_request).map_err(Receive::Bad)?
+            {
+                if !head.status.is_informational() {
+                    return Ok((head, length));
+                }
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    // We never forward Upgrade, so a backend switching protocols is not speaking to us.
+                    return Err(Receive::Bad(response::BadResponse(
+                        "unexpected 101 Switching Protocols",
+                    )));
+                }
+                let mut out = Vec::with_capacity(length);
+                if http11 {
+                    let framing = ClientFraming {
+                        chunked: false,
+                        keep_alive: true,
+                        http10: false,
+                        codings: false,
+                    };
+                    write::response_head(&mut out, &up_buf[..length], &head, framing);
+                }
+                up_buf.advance(length);
+                scan = HeadScan::default();
+                if http11 {
+                    // The final answer follows this one: it must not wait for this one's acknowledgement.
+                    let _ = client_write.as_ref().set_nodelay(true);
+                    client_write
+                        .write_all(&out)
+                        .await
+                        .map_err(|_| Receive::ClientGone)?;
+                }
+                continue;
+            }
+        }
+        match body::fill(up_read, up_buf).await {
+            Ok(0) => {
+                return Err(Receive::Closed {
+                    failure: Failure::Closed,
+                    detail: "backend closed the connection without a response".to_owned(),
+                    answered,
+                })
+            }
+            Ok(_) => {}
+            Err(error) => {
+                return Err(Receive::Closed {
+                    failure: Failure::of_io(&error, false),
+                    detail: describe_io(&error),
+                    answered,
+                })
+            }
+        }
+    }
+}

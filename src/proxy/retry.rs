@@ -1,0 +1,196 @@
+//! Which backends a request goes to, and how often: the retry policy.
+//!
+//! The rule (as Pingora's): a request may go to another backend whenever nothing of it was sent (the connection
+//! could not be made). Once bytes reached a backend, it is resent only if its method is idempotent and it has no
+//! body, and only once: a request that makes backends close without answering (a "query of death") reaches at most
+//! two of them, not every backend in turn. The one resend goes to another backend, except when the failed
+//! connection was a kept-alive one that failed before any answer (most likely closed by the backend's own idle
+//! timeout just as it was lent): then it goes to the same backend on a new connection. A request that cannot be
+//! resent goes only on a connection that was used very recently, or a new one (see `upstream::pool`).
+//!
+//! Failures to connect are the backend's (logged, at most one line per backend and reason a second), except a
+//! local shortage (out of file descriptors), which no other backend would fix: that request gets 503 at once.
+
+use std::sync::atomic::Ordering;
+
+use http::Method;
+
+use super::error::ProxyError;
+use super::relay::{relay, Attempt, Leg};
+use super::Proxy;
+use crate::connection::Client;
+use crate::failure::Failure;
+use crate::h1::request::RequestHead;
+use crate::h1::{write, BodyLength};
+use crate::log_limit::{self, Subject};
+use crate::upstream::{Reuse, Snapshot};
+
+/// How a request's attempts ended.
+pub enum Outcome {
+    Delivered {
+        status: http::StatusCode,
+        backend: u64,
+        keep_alive: bool,
+    },
+    /// Nothing reached the client: answer with the error's status (unless the client is gone).
+    Failed(ProxyError),
+    /// The response had started, or the client is gone: the connection must end.
+    Broken(ProxyError),
+}
+
+/// Sends the request to one backend after another, as the rule allows, until one answers.
+pub async fn attempts(
+    proxy: &Proxy,
+    snapshot: &Snapshot,
+    client: &mut Client,
+    head: &RequestHead,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let replayable = is_idempotent(&head.method) && head.body == BodyLength::Empty;
+    let reuse = match replayable {
+        true => Reuse::Any,
+        false => Reuse::Safe,
+    };
+    let backends = &snapshot.backends;
+    let mut tried = Tried::default();
+    let mut last_failure: Option<ProxyError> = None;
+    // Set when a kept-alive connection failed before any answer: the same backend, on a new connection.
+    let mut again_on_new: Option<usize> = None;
+    // Attempts whose bytes reached a backend.
+    let mut reached = 0;
+    loop {
+        let (index, new_connection) = match again_on_new.take() {
+            Some(index) => (index, true),
+            None => {
+                let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(i);
+                let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
+                    let error = last_failure
+                        .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
+                    return Outcome::Failed(error);
+                };
+                tried.push(index);
+                (index, false)
+            }
+        };
+        let backend = &backends[index];
+        let timeout = snapshot.timeouts.connect;
+        let lease = if new_connection {
+            Box::pin(proxy.pool().connect(backend.addr, timeout)).await
+        } else {
+            proxy.pool().lease(backend.addr, timeout, reuse).await
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                let failure = error.failure();
+                if failure == Failure::LocalShortage {
+                    let key = log_limit::Key {
+                        subject: Subject::Backends,
+                        what: "connections not made",
+                        reason: "out of local resources (file descriptors or socket buffers)",
+                    };
+                    if log_limit::first(key) {
+                        tracing::warn!(%error, "cannot connect to backends: out of local resources; answering 503");
+                    }
+                    return Outcome::Failed(ProxyError::new(failure, None, error.to_string()));
+                }
+                backend
+                    .state
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let key = log_limit::Key {
+                    subject: Subject::Backend(backend.id),
+                    what: "requests retried elsewhere",
+                    reason: failure.as_str(),
+                };
+                if log_limit::first(key) {
+                    tracing::warn!(
+                        "{backend} unreachable ({error}): request retried on the next backend"
+                    );
+                }
+                last_failure = Some(ProxyError::new(
+                    failure,
+                    Some(backend.id),
+                    error.to_string(),
+                ));
+                continue;
+            }
+        };
+        out.clear();
+        write::request_head(out, raw, head, client.peer.ip(), &backend.authority);
+        let reused = lease.reused;
+        let mut up_buf = proxy.buffers().bytes();
+        let leg = Leg {
+            snapshot,
+            backend,
+            head,
+            replayable,
+        };
+        let attempt = relay(proxy, leg, lease, client, out, &mut up_buf).await;
+        proxy.buffers().recycle_bytes(up_buf);
+        match attempt {
+            Attempt::Delivered { status, keep_alive } => {
+                backend.state.requests.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Delivered {
+                    status,
+                    backend: backend.id,
+                    keep_alive,
+                };
+            }
+            Attempt::Retry(mut error) => {
+                reached += 1;
+                if reached >= 2 {
+                    error.detail = format!("{}; sent twice, not resent again", error.detail).into();
+                    return Outcome::Failed(error);
+                }
+                if reused {
+                    tracing::debug!(backend = backend.id, %error, "kept-alive backend connection failed before answering, resending on a new one");
+                    again_on_new = Some(index);
+                } else {
+                    let key = log_limit::Key {
+                        subject: Subject::Backend(backend.id),
+                        what: "requests resent elsewhere",
+                        reason: error.failure.as_str(),
+                    };
+                    if log_limit::first(key) {
+                        tracing::warn!("{error}: request resent to the next backend");
+                    }
+                    last_failure = Some(error);
+                }
+            }
+            Attempt::Fail(error) => return Outcome::Failed(error),
+            Attempt::Broken(error) => return Outcome::Broken(error),
+        }
+    }
+}
+
+/// The backends one request already tried: the first inline (no allocation per request), the others (retries)
+/// in a list.
+#[derive(Default)]
+struct Tried {
+    first: Option<usize>,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn contains(&self, index: usize) -> bool {
+        self.first == Some(index) || self.more.contains(&index)
+    }
+
+    fn push(&mut self, index: usize) {
+        if self.first.is_none() {
+            self.first = Some(index);
+        } else {
+            self.more.push(index);
+        }
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
