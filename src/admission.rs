@@ -1,7 +1,8 @@
 //! How many client connections may be open at once (`max_connections`), over all workers.
 //!
 //! At the limit a worker stops accepting: new connections wait in the kernel's listen queue (and are served as
-//! soon as others close) instead of being accepted and failed. The limit also keeps file descriptors for what
+//! soon as others close) instead of being accepted and failed; each worker holds at most one accepted connection
+//! waiting for its turn. The limit also keeps file descriptors for what
 //! each client needs besides its own socket (a backend connection), for the health checks and for the backend
 //! pool, so that a flood of clients cannot make the health checks fail for lack of descriptors. Without a
 //! configured value it is derived from the open-files limit at startup, as HAProxy derives its `maxconn`.
@@ -55,9 +56,10 @@ impl ConnectionLimit {
 
     /// A connection counted by [`acquire`](ConnectionLimit::acquire) or [`force`](ConnectionLimit::force) closed.
     pub fn release(&self) {
-        if self.open.fetch_sub(1, Ordering::AcqRel) >= self.max {
-            self.freed.notify_one();
-        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        // Every close wakes one waiting worker (or leaves a permit for the next to wait): waking only when the
+        // limit was reached would leave a second waiting worker asleep once the first took the one free place.
+        self.freed.notify_one();
     }
 }
 
@@ -111,6 +113,28 @@ mod tests {
             .expect("released")
             .unwrap();
         assert_eq!(limit.open.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn every_waiting_worker_gets_its_turn() {
+        let limit = ConnectionLimit::new(2);
+        limit.acquire().await;
+        limit.acquire().await;
+        let waiting: Vec<_> = (0..2)
+            .map(|_| {
+                let limit = limit.clone();
+                tokio::spawn(async move { limit.acquire().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        limit.release();
+        limit.release();
+        for waiter in waiting {
+            tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("both waiters get a place")
+                .unwrap();
+        }
     }
 
     #[test]

@@ -288,26 +288,31 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
             proxy.timers().sweep(|| proxy.timer_tick(), chores).await
         });
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                () = limit.acquire() => {}
-            }
             let accepted = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    limit.release();
-                    break;
-                }
+                _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let client = connection::Client::new(stream, peer);
-                    tokio::task::spawn_local(connection::serve(client, shared.clone()));
-                }
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
-                    limit.release();
                     accept_failed(&error).await;
+                    continue;
                 }
+            };
+            // At the limit this connection waits (unread) for another to close, and the loop accepts no more
+            // meanwhile: the kernel queues them. Accepting first keeps a worker from holding a permit while the
+            // waiting connection sits in another worker's queue.
+            let stopping = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    limit.force();
+                    true
+                }
+                () = limit.acquire() => false,
+            };
+            let client = connection::Client::new(stream, peer);
+            tokio::task::spawn_local(connection::serve(client, shared.clone()));
+            if stopping {
+                break;
             }
         }
         // Connections the kernel already completed would be reset when the listener closes: serve them too.

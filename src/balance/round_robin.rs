@@ -19,14 +19,19 @@ impl Balance for RoundRobin {
         if len == 0 {
             return None;
         }
-        // At most one full turn: after `len` positions every backend has been looked at once.
+        // At most one full turn: after `len` positions every backend has been looked at once, unless other
+        // threads took turns in between; then a scan from the last position looked at, which does not move the
+        // counter, still finds an eligible backend if there is one.
+        let mut index = 0;
         for _ in 0..len {
-            let index = self.next.fetch_add(1, Ordering::Relaxed) % len;
+            index = self.next.fetch_add(1, Ordering::Relaxed) % len;
             if eligible(index) {
                 return Some(index);
             }
         }
-        None
+        (1..len)
+            .map(|step| (index + step) % len)
+            .find(|&i| eligible(i))
     }
 }
 
@@ -52,6 +57,21 @@ mod tests {
         let rr = RoundRobin::default();
         let order: Vec<_> = (0..7).map(|_| rr.pick(3, &|_| true).unwrap()).collect();
         assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn an_eligible_backend_is_found_while_other_threads_take_turns() {
+        let rr = RoundRobin::default();
+        // Every look at a position, another thread takes a turn: the shared counter alone would only ever show
+        // this request positions 0 and 2 of 4.
+        let only_one = |i: usize| {
+            rr.next.fetch_add(1, Ordering::Relaxed);
+            i == 1
+        };
+        for _ in 0..10 {
+            assert_eq!(rr.pick(4, &only_one), Some(1));
+        }
+        assert_eq!(rr.pick(4, &|_| false), None);
     }
 
     #[test]

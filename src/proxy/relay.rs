@@ -10,8 +10,8 @@ use std::pin::pin;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::net::tcp::ReadHalf;
+use tokio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::Proxy;
@@ -108,7 +108,7 @@ pub async fn relay(
 async fn exchange(
     proxy: &Proxy,
     leg: &Leg<'_>,
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut TcpStream,
     reused: bool,
     client: &mut Client,
     request_head: &mut Vec<u8>,
@@ -145,13 +145,15 @@ async fn exchange(
         request_limits,
     ));
     let received = {
+        let client_socket = client_write.as_ref();
         let mut receive = pin!(receive_head(
             &mut up_read,
             up_buf,
             head_request,
-            &mut client_write,
+            client_socket,
             http11,
         ));
+
         // The backend has `backend_response` to answer once it has the whole request, or once it stopped taking
         // the body; until then, the body moving at all is what counts (its own limits). The deadline is polled only
         // from then on, and counts from its first poll.
@@ -178,6 +180,7 @@ async fn exchange(
                 () = &mut deadline, if request_sent || send_failed.is_some() => {
                     break Err(Receive::TimedOut)
                 }
+
             }
         }
     };
@@ -288,9 +291,7 @@ async fn exchange(
             announced: response
                 .keep_alive_timeout
                 .map(|seconds| std::time::Duration::from_secs(seconds.into())),
-            // No body: a backend that sends one anyway sends it after the head, and it must not be taken for the
-            // answer to the next request on this connection.
-            suspect: head_request
+            discard: head_request
                 || response.status == StatusCode::NO_CONTENT
                 || response.status == StatusCode::NOT_MODIFIED,
         },
@@ -317,7 +318,7 @@ async fn receive_head(
     up_read: &mut ReadHalf<'_>,
     up_buf: &mut BytesMut,
     head_request: bool,
-    client_write: &mut WriteHalf<'_>,
+    client: &TcpStream,
     http11: bool,
 ) -> Result<(ResponseHead, usize), Receive> {
     let mut answered = false;
@@ -355,9 +356,8 @@ async fn receive_head(
                 scan = HeadScan::default();
                 if http11 {
                     // The final answer follows this one: it must not wait for this one's acknowledgement.
-                    let _ = client_write.as_ref().set_nodelay(true);
-                    client_write
-                        .write_all(&out)
+                    let _ = client.set_nodelay(true);
+                    write_all(client, &out)
                         .await
                         .map_err(|_| Receive::ClientGone)?;
                 }
@@ -382,4 +382,17 @@ async fn receive_head(
             }
         }
     }
+}
+
+/// Writes all of `bytes` through a shared reference to the socket (the informational answers, rare).
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }

@@ -9,12 +9,17 @@
 //! announced (`Keep-Alive: timeout=N`, minus a margin), and the worker's sweeper ([`Pool::purge`]) closes the
 //! expired ones and those the backend closed, whether or not traffic comes.
 //!
+//! Stray bytes (a body after a bodiless answer, bytes past a Content-Length) must never be read as the answer to the
+//! next request: a connection goes back only if nothing is left in its buffer, bodiless answers cost their
+//! connection (see [`KeepAlive::discard`]), and an idle connection that became readable is never lent.
+//!
 //! Reuse is judged by how much a failure would cost. Before reuse, a connection the backend closed (or wrote to,
 //! unasked) in the meantime is noticed from its readiness when it was idle only briefly (the busy case, no system
 //! call), with a non-blocking read otherwise. A request that cannot be resent (not idempotent, or with a body)
 //! goes only on a connection used within the last [`SAFE_REUSE`], always checked with a read: a backend that
 //! closes idle connections silently would otherwise fail such requests now and then (HAProxy's `http-reuse safe`
-//! reasons alike).
+//! reasons alike). The pool also learns how soon each backend closes idle connections (the shortest idle time at
+//! which it found one closed) and sends such requests only on connections idle for less than half of that.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,9 +36,10 @@ use crate::failure::{describe_io, Failure};
 
 /// A connection idle for less than this is trusted to be open unless the reactor saw it become readable.
 const TRUST_READINESS: Duration = Duration::from_millis(100);
-/// A request that cannot be resent goes only on a connection used this recently (below the shortest idle timeout
-/// common backends use: gunicorn's 2 s).
-pub const SAFE_REUSE: Duration = Duration::from_secs(1);
+/// A request that cannot be resent goes only on a connection used this recently: well below the idle timeouts
+/// backends use (gunicorn 2 s, Node.js and Apache 5 s, nginx 75 s), and short enough that a new connection for a
+/// request that comes later costs little.
+pub const SAFE_REUSE: Duration = Duration::from_millis(200);
 /// The most of an announced `Keep-Alive: timeout` we use: a connection is given up this long (or half the
 /// announced time, if less) before the backend would close it.
 const ANNOUNCED_MARGIN: Duration = Duration::from_secs(1);
@@ -61,14 +67,14 @@ struct Idle {
     since: Instant,
     /// Not lent after this: `pool.idle_timeout`, or earlier if the backend announced a shorter one.
     until: Instant,
-    /// Checked with a read before it is lent, whatever the reactor says (see [`KeepAlive::suspect`]).
-    suspect: bool,
 }
 
 /// The backend connections of one worker thread.
 #[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    /// Per backend, the shortest idle time after which one of its connections was found closed.
+    closes_after: RefCell<HashMap<SocketAddr, Duration>>,
 }
 
 /// A connection for one exchange; `reused` says it served an exchange before (so it may have been closed by the
@@ -92,10 +98,10 @@ pub enum Reuse {
 pub struct KeepAlive {
     /// `Keep-Alive: timeout=N`.
     pub announced: Option<Duration>,
-    /// The response could be followed by stray bytes that had not arrived when it ended (it had no body, and a
-    /// backend that sends one anyway sends it after the head): the connection is checked with a read before it is
-    /// lent again, so that they are never taken for the answer to the next request.
-    pub suspect: bool,
+    /// The response had no body (HEAD, 204, 304): a backend that sends one anyway sends it after the head, maybe
+    /// only once our next request acknowledges the head (Nagle's algorithm), too late for any check to see it
+    /// before that request is sent; such bytes would be taken for the next answer. The connection is not kept.
+    pub discard: bool,
 }
 
 impl Pool {
@@ -137,19 +143,35 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
+        let safe_for = self
+            .closes_after
+            .borrow()
+            .get(&addr)
+            .map_or(SAFE_REUSE, |&closes| SAFE_REUSE.min(closes / 2));
         while let Some(entry) = list.pop() {
             let idle_for = now.saturating_duration_since(entry.since);
-            if reuse == Reuse::Safe && idle_for >= SAFE_REUSE {
+            if reuse == Reuse::Safe && idle_for >= safe_for {
                 // Still fine for a request that may be resent: keep it (the newest is last, so all others are older).
                 list.push(entry);
                 return None;
             }
-            let checked = reuse == Reuse::Safe || entry.suspect || idle_for >= TRUST_READINESS;
-            if now < entry.until && looks_open(&entry.stream, checked) {
+            if now >= entry.until {
+                continue;
+            }
+            let checked = reuse == Reuse::Safe || idle_for >= TRUST_READINESS;
+            if looks_open(&entry.stream, checked) {
                 return Some(entry.stream);
             }
+            self.found_closed(addr, idle_for);
         }
         None
+    }
+
+    /// Remembers that a connection to `addr` was found closed after `idle_for` without use.
+    fn found_closed(&self, addr: SocketAddr, idle_for: Duration) {
+        let mut closes_after = self.closes_after.borrow_mut();
+        let shortest = closes_after.entry(addr).or_insert(idle_for);
+        *shortest = (*shortest).min(idle_for);
     }
 
     /// Takes back a connection whose last exchange ended cleanly and that may serve another. Returns true when
@@ -161,7 +183,7 @@ impl Pool {
         keep_alive: KeepAlive,
         config: &PoolConfig,
     ) -> bool {
-        if config.max_idle_per_backend == 0 {
+        if config.max_idle_per_backend == 0 || keep_alive.discard {
             return false;
         }
         let now = Instant::now();
@@ -184,7 +206,6 @@ impl Pool {
             stream,
             since: now,
             until: now + keep_for,
-            suspect: keep_alive.suspect,
         });
         was_empty
     }
@@ -193,8 +214,17 @@ impl Pool {
     /// sent something unasked). Run by the worker's sweeper.
     pub fn purge(&self, now: Instant) {
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|_, list| {
-            list.retain(|entry| now < entry.until && looks_open(&entry.stream, false));
+        idle.retain(|&addr, list| {
+            list.retain(|entry| {
+                if now >= entry.until {
+                    return false;
+                }
+                let open = looks_open(&entry.stream, false);
+                if !open {
+                    self.found_closed(addr, now.saturating_duration_since(entry.since));
+                }
+                open
+            });
             if list.capacity() > 4 * list.len().max(4) {
                 list.shrink_to_fit();
             }

@@ -4,6 +4,7 @@
 //! Everything listens on 127.0.0.1 with an ephemeral port, and every wait has a deadline.
 
 mod backend;
+mod scripted;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
+pub use scripted::{ScriptedBackend, Step};
 
 /// Long enough for anything that should happen on loopback; only reached when something is wrong.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -75,7 +77,10 @@ pub struct LbBuilder {
     backends: Vec<Value>,
     health: Map<String, Value>,
     timeouts: Map<String, Value>,
+    pool: Map<String, Value>,
+    top: Map<String, Value>,
     args: Vec<String>,
+    open_files: Option<u64>,
 }
 
 impl LbBuilder {
@@ -108,24 +113,46 @@ impl LbBuilder {
         self
     }
 
+    /// Sets a `pool` key, e.g. `pool("max_idle_per_backend", 4)`.
+    pub fn pool(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.pool.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Sets a top-level config key, e.g. `set("max_connections", 2)`.
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.top.insert(key.to_owned(), value.into());
+        self
+    }
+
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_owned());
         self
     }
 
+    /// Runs `lb` with this open-files limit (soft and hard, as `ulimit -n` sets them).
+    pub fn open_files(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
     pub async fn start(self) -> TestLb {
-        let config = json!({
+        let mut config = json!({
             "backends": self.backends,
             "health_check": self.health,
             "timeouts": self.timeouts,
             "workers": 2,
             "access_log": false,
         });
+        if !self.pool.is_empty() {
+            config["pool"] = self.pool.into();
+        }
+        config.as_object_mut().unwrap().extend(self.top);
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("lb.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap())
             .expect("write the config");
-        TestLb::spawn(dir, &path, &self.args).await
+        TestLb::spawn_limited(dir, &path, &self.args, self.open_files).await
     }
 }
 
@@ -149,7 +176,10 @@ impl TestLb {
             backends: Vec::new(),
             health: health.as_object().unwrap().clone(),
             timeouts: timeouts.as_object().unwrap().clone(),
+            pool: Map::new(),
+            top: Map::new(),
             args: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -160,7 +190,32 @@ impl TestLb {
     }
 
     async fn spawn(dir: tempfile::TempDir, config: &Path, args: &[String]) -> TestLb {
-        let mut child = lb_command()
+        TestLb::spawn_limited(dir, config, args, None).await
+    }
+
+    async fn spawn_limited(
+        dir: tempfile::TempDir,
+        config: &Path,
+        args: &[String],
+        open_files: Option<u64>,
+    ) -> TestLb {
+        let mut command = match open_files {
+            None => lb_command(),
+            Some(limit) => {
+                // The shell sets the limit and becomes lb (same pid).
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_lb"))
+                    .env_remove("RUST_LOG")
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null())
+                    .kill_on_drop(true);
+                command
+            }
+        };
+        let mut child = command
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
             .args(args)
@@ -436,13 +491,22 @@ impl RawResponse {
 /// A client socket that sends bytes exactly as given and parses HTTP/1 responses by hand.
 pub struct RawConn {
     stream: BufReader<TcpStream>,
+    /// A status line read by `try_response` before the rest.
+    pending_status_line: Option<String>,
+    said_close: bool,
 }
 
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> RawConn {
         let stream = TcpStream::connect(addr).await.expect("connect to lb");
+        RawConn::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: TcpStream) -> RawConn {
         RawConn {
             stream: BufReader::new(stream),
+            pending_status_line: None,
+            said_close: false,
         }
     }
 
@@ -458,13 +522,54 @@ impl RawConn {
     /// Reads one response: the head, then a body framed by Content-Length, chunked encoding, or the end of the
     /// connection.
     pub async fn response(&mut self) -> RawResponse {
-        tokio::time::timeout(PATIENCE, self.read_response())
+        tokio::time::timeout(PATIENCE, self.read_response(false))
             .await
             .expect("a response within the patience")
     }
 
-    async fn read_response(&mut self) -> RawResponse {
-        let status_line = self.line().await;
+    /// Reads one response, or says why there was none (the connection closed or failed first).
+    pub async fn try_response(&mut self) -> Result<RawResponse, String> {
+        let read = tokio::time::timeout(PATIENCE, async {
+            let line = self.try_line().await?;
+            if line.is_empty() {
+                return Err("closed before a response".to_owned());
+            }
+            self.pending_status_line = Some(line);
+            Ok(self.read_response(false).await)
+        });
+        let response = read.await.map_err(|_| "no response in time".to_owned())??;
+        self.said_close = response
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        Ok(response)
+    }
+
+    /// Whether the last response read by [`RawConn::try_response`] said `connection: close`.
+    pub fn last_said_close(&self) -> bool {
+        self.said_close
+    }
+
+    async fn try_line(&mut self) -> Result<String, String> {
+        let mut line = String::new();
+        self.stream
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+
+    /// Reads the response to a HEAD request: a head, never a body.
+    pub async fn head_response(&mut self) -> RawResponse {
+        tokio::time::timeout(PATIENCE, self.read_response(true))
+            .await
+            .expect("a response within the patience")
+    }
+
+    async fn read_response(&mut self, to_head: bool) -> RawResponse {
+        let status_line = match self.pending_status_line.take() {
+            Some(line) => line,
+            None => self.line().await,
+        };
         let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok());
         let status = status.unwrap_or_else(|| panic!("not a status line: {status_line:?}"));
         let mut headers = Vec::new();
@@ -482,6 +587,9 @@ impl RawConn {
             headers,
             body: Vec::new(),
         };
+        if to_head || matches!(status, 100..=199 | 204 | 304) {
+            return response;
+        }
         if let Some(length) = response.header("content-length") {
             let mut body = vec![0; length.parse().expect("a numeric content-length")];
             self.stream

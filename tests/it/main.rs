@@ -1,6 +1,8 @@
 //! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
 
 mod acks;
+mod blame;
+mod bounds;
 mod cli;
 mod clients;
 mod config_errors;
@@ -10,6 +12,7 @@ mod framing;
 mod harness;
 mod headers;
 mod health;
+mod honest;
 mod limits;
 mod rotation;
 mod shutdown;

@@ -157,3 +157,66 @@ async fn a_second_sigint_exits_at_once_with_130() {
         again.elapsed()
     );
 }
+
+#[tokio::test]
+async fn sigterm_under_load_answers_every_request_that_was_sent() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder().backend(&backend).start().await;
+    let addr = lb.addr();
+    // 32 clients, each on its own keep-alive connection, sending one request after another until an answer says
+    // `connection: close`. A request sent and never answered is what a drain must not do.
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut conn = RawConn::connect(addr).await;
+                let mut answered = 0;
+                loop {
+                    let sent = conn
+                        .try_send(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+                        .await;
+                    if sent.is_err() {
+                        return Err(format!("send failed after {answered} answers"));
+                    }
+                    match conn.try_response().await {
+                        Ok(response) if response.status == 200 => answered += 1,
+                        Ok(response) => return Err(format!("answered {response:?}")),
+                        Err(error) => return Err(format!("no answer after {answered}: {error}")),
+                    }
+                    if conn.last_said_close() {
+                        return Ok(answered);
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("traffic flows", PATIENCE, async || backend.hits() > 500).await;
+    lb.signal("TERM").await;
+    let mut total = 0;
+    for client in clients {
+        total += client
+            .await
+            .unwrap()
+            .expect("every request sent was answered");
+    }
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+    assert!(total > 500);
+}
+
+#[tokio::test]
+async fn sighup_changes_nothing_and_cuts_nothing() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder().backend(&backend).start().await;
+    let request = in_flight(&lb, &backend, "/slow?ms=500").await;
+    lb.signal("HUP").await;
+    lb.wait_log("SIGHUP received", PATIENCE).await;
+    let answer = request
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+    assert_eq!(answer, (200, "hello from backend 1".to_owned()));
+    assert_eq!(lb.get("/").await.0, 200, "still serving");
+    lb.signal("TERM").await;
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+}
