@@ -1511,19 +1511,29 @@ def render(summary: dict, meta: dict, args) -> str:
       f"{args.burst_conns:,} connections, slowread: {args.slowread_conns:,} downloads; medians over rounds")
     w(f"- proxies pinned to core {PROXY_CORE}; wrk, the idle client and the backends (one nginx) to core {LOAD_CORE}")
     w(f"- wall time: {meta['wall']}")
-    w(f"- other load on the machine during the measured runs (CPU not used by the proxy, backends or wrk, "
-      f"% of one core): median {meta['other_load_median']:.0f}%, max {meta['other_load_max']:.0f}%"
-      f"; steal: max {meta['steal_max']:.0f}%")
-    w(f"- noise control: each run waits (up to {args.quiet_wait:.0f} s) for the machine to be quiet (other processes "
-      f"≤ {args.max_other_load:g}% of a core) and is repeated up to {args.retries} time(s) if it was not, keeping the "
-      f"quietest attempt: {meta['reruns']} repeat(s); {meta['noisy']} kept run(s) still above the threshold")
-    w("")
-    w("Columns: req/s is the median over rounds (range min–max in brackets); p50/p99 are wrk's latency percentiles "
-      "(medians over rounds); CPU µs/req is the proxy's user+sys time over the run divided by the requests completed; "
-      "RSS is the proxy's resident memory after the run (nginx: master + worker); errors are wrk's socket errors and "
-      "non-2xx responses summed over all rounds; split is the share of requests each backend logged (%); "
-      "other load is the CPU that processes outside the benchmark used during the runs (median, % of one core). "
-      "`direct` is wrk straight to backend 1 (its CPU and RSS are the backend nginx's): the ceiling.")
+    cpu_scenarios = [k for k in summary if k not in MEMORY_SCENARIOS]
+    mem_scenarios = [k for k in summary if k in MEMORY_SCENARIOS]
+    if cpu_scenarios:
+        w(f"- other load on the machine during the measured runs (CPU not used by the proxy, backends or wrk, "
+          f"% of one core): median {meta['other_load_median']:.0f}%, max {meta['other_load_max']:.0f}%"
+          f"; steal: max {meta['steal_max']:.0f}%")
+        w(f"- noise control: each run waits (up to {args.quiet_wait:.0f} s) for the machine to be quiet (other "
+          f"processes ≤ {args.max_other_load:g}% of a core) and is repeated up to {args.retries} time(s) if it was not, "
+          f"keeping the quietest attempt: {meta['reruns']} repeat(s); {meta['noisy']} kept run(s) still above the "
+          "threshold")
+    if mem_scenarios:
+        w(f"- {' and '.join(mem_scenarios)} measure memory: each waits at most {MEM_QUIET_WAIT:.0f} s for a quiet "
+          f"machine and is not repeated; other load during them (% of one core): median "
+          f"{meta['mem_load_median']:.0f}%, max {meta['mem_load_max']:.0f}%")
+    if cpu_scenarios:
+        w("")
+        w("Columns: req/s is the median over rounds (range min–max in brackets); p50/p99 are wrk's latency "
+          "percentiles (medians over rounds); CPU µs/req is the proxy's user+sys time over the run divided by the "
+          "requests completed; RSS is the proxy's resident memory after the run (nginx: master + worker); errors are "
+          "wrk's socket errors and non-2xx responses summed over all rounds; split is the share of requests each "
+          "backend logged (%); other load is the CPU that processes outside the benchmark used during the runs "
+          "(median, % of one core). `direct` is wrk straight to backend 1 (its CPU and RSS are the backend nginx's): "
+          "the ceiling.")
     for sname, per_target in summary.items():
         sc = SCENARIOS[sname]
         w("")
@@ -1838,6 +1848,8 @@ def main() -> int:
     loads = [r["other_load_pct"] for pt in cpu_results.values() for runs in pt.values() for r in runs
              if "other_load_pct" in r]
     steals = [r["steal_pct"] for pt in results.values() for runs in pt.values() for r in runs if "steal_pct" in r]
+    mem_loads = [r["other_load_pct"] for k, pt in results.items() if k in MEMORY_SCENARIOS for runs in pt.values()
+                 for r in runs if "other_load_pct" in r]
     vers, lbv = versions(args.lb)
     meta = {
         "date": date,
@@ -1849,6 +1861,8 @@ def main() -> int:
         "other_load_median": median(loads) or 0.0,
         "other_load_max": max(loads, default=0.0),
         "steal_max": max(steals, default=0.0),
+        "mem_load_median": median(mem_loads) or 0.0,
+        "mem_load_max": max(mem_loads, default=0.0),
         "reruns": sum(r.get("attempts", 1) - 1 for pt in results.values() for runs in pt.values() for r in runs),
         "noisy": sum(1 for pt in cpu_results.values() for runs in pt.values() for r in runs
                      if r.get("other_load_pct", 0) > args.max_other_load),
