@@ -542,6 +542,11 @@ mod tests {
         ("lb.json", r#"{"backends": {B}, "timeouts": {"connect": 0}}"#, "lb.json:1:86: timeouts.connect: must be greater than 0"),
         ("lb.json", r#"{"backends": {B}, "timeouts": {"drain": -1}}"#, "lb.json:1:85: timeouts.drain: must not be negative"),
         ("lb.json", r#"{"backends": {B}, "timeouts": {"idle": "5x"}}"#, r#"lb.json:1:86: timeouts.idle: unknown unit "x" in "5x" (use ms, s, m or h)"#),
+        ("lb.json", r#"{"backends": {B}, "timeouts": {"idle": "200h"}}"#, "lb.json:1:88: timeouts.idle: too large: at most 168h (7 days)"),
+        ("lb.json", r#"{"backends": {B}, "timeouts": {"request_body": 1e9}}"#, "lb.json:1:93: timeouts.request_body: too large: at most 168h (7 days)"),
+        ("lb.json", r#"{"max_connections": 0, "backends": {B}}"#, "lb.json:1:21: max_connections: must be at least 1, got 0"),
+        ("lb.json", r#"{"backends": {B}, "pool": {"idle_timeout": 0}}"#, "lb.json:1:87: pool.idle_timeout: must be greater than 0"),
+        ("lb.json", r#"{"backends": {B}, "pool": {"max_idle": 5}}"#, "lb.json:1:80: pool.max_idle: unknown field `max_idle`, expected `max_idle_per_backend` or `idle_timeout`"),
         // TOML.
         ("lb.toml", r#"port = 8000\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8002\n"#, "lb.toml:9:6: backends[1].id: duplicate id 1 (also backends[0])"),
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 70000\n"#, "lb.toml:4:8: backends[0].port: port must be between 1 and 65535, got 70000"),
@@ -554,6 +559,7 @@ mod tests {
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\ninterval = '-1s'\n"#, "lb.toml:3:12: health_check.interval: must not be negative"),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\nstatuses = ['200-399', 600]\n"#, "lb.toml:3:24: health_check.statuses[1]: status must be between 100 and 599, got 600"),
         ("lb.toml", r#"backends = [{id = 1, host = 'nosuch.invalid', port = 1}]\n"#, r#"lb.toml:1:29: backends[0].host: cannot resolve "nosuch.invalid": ..."#),
+        ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[pool]\nmax_idle_per_backend = -1\n"#, "lb.toml:3:24: pool.max_idle_per_backend: must be at least 0, got -1"),
     ];
 
     #[test]

@@ -241,8 +241,9 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// nginx's `keepalive 64` in a typical upstream block; enough for a steady load, a bound after a burst.
 const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
-/// Shorter than most backends' own idle timeouts would make little difference; longer keeps sockets nobody uses.
-const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// HAProxy purges idle server connections every 5 s; most backends close their own idle ones after about that
+/// (Node.js, Apache 5 s): longer would keep sockets that nobody uses, or that the backend is about to close.
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Merges the parsed file with the overrides and the defaults. Overrides are checked here too, because `load` is
 /// public and its callers (tests, the demo) build [`Overrides`] without going through the CLI's parsers.

@@ -106,12 +106,20 @@ async fn fill_up_to<R: ReadInto>(
     want: usize,
 ) -> io::Result<usize> {
     if buf.capacity() - buf.len() < want {
-        buf.reserve(want);
+        if buf.is_empty() && buf.capacity() < want {
+            // Exactly the room asked for: growing in place would also keep the bytes already consumed (a buffer
+            // of 1.5 times the read or more), and what a stalled exchange holds is this buffer.
+            *buf = BytesMut::with_capacity(want);
+        } else {
+            buf.reserve(want);
+        }
     }
     read_into(src, buf).await
 }
 
-/// The size of a body's next read: doubles while reads come back full.
+/// The size of a body's next read: doubles while reads come back full and the receiving side takes what was read
+/// without making us wait; back to the first size when it made us wait (a slow reader gets small reads, so what
+/// waits for it in our buffer stays small).
 struct ReadSize(usize);
 
 impl ReadSize {
@@ -119,7 +127,15 @@ impl ReadSize {
         ReadSize(FIRST_BODY_READ)
     }
 
-    async fn fill<R: ReadInto>(&mut self, src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    async fn fill<R: ReadInto>(
+        &mut self,
+        src: &mut R,
+        buf: &mut BytesMut,
+        writes_waited: bool,
+    ) -> io::Result<usize> {
+        if writes_waited {
+            self.0 = FIRST_BODY_READ;
+        }
         let read = fill_up_to(src, buf, self.0).await?;
         if read >= self.0 {
             self.0 = (self.0 * 2).min(MAX_READ);
@@ -186,8 +202,9 @@ async fn read_more<R: ReadInto>(
     src: &mut R,
     buf: &mut BytesMut,
     size: &mut ReadSize,
+    writes_waited: bool,
 ) -> Result<(), BodyError> {
-    match size.fill(src, buf).await {
+    match size.fill(src, buf, writes_waited).await {
         Ok(0) => Err(BodyError::Truncated),
         Ok(_) => Ok(()),
         Err(error) => Err(BodyError::Read(error)),
@@ -197,7 +214,7 @@ async fn read_more<R: ReadInto>(
 async fn forward_length<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
-    dst: &mut W,
+    dst: &mut Stall<W>,
     pending: &mut Vec<u8>,
     mut remaining: u64,
 ) -> Result<(), BodyError>
@@ -216,14 +233,14 @@ where
         if remaining == 0 {
             return Ok(());
         }
-        read_more(src, buf, &mut size).await?;
+        read_more(src, buf, &mut size, dst.take_waited()).await?;
     }
 }
 
 async fn forward_chunked<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
-    dst: &mut W,
+    dst: &mut Stall<W>,
     pending: &mut Vec<u8>,
     dechunk: bool,
 ) -> Result<(), BodyError>
@@ -251,14 +268,14 @@ where
         if reader.is_done() {
             return Ok(());
         }
-        read_more(src, buf, &mut size).await?;
+        read_more(src, buf, &mut size, dst.take_waited()).await?;
     }
 }
 
 async fn forward_until_close<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
-    dst: &mut W,
+    dst: &mut Stall<W>,
     pending: &mut Vec<u8>,
 ) -> Result<(), BodyError>
 where
@@ -269,7 +286,7 @@ where
     loop {
         send(dst, pending, &buf[..]).await?;
         buf.clear();
-        match size.fill(src, buf).await {
+        match size.fill(src, buf, dst.take_waited()).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(error) => return Err(BodyError::Read(error)),

@@ -27,6 +27,8 @@ pub struct Stall<T> {
     inner: T,
     limit: Duration,
     pace: Option<Pace>,
+    /// A write had to wait since [`Stall::take_waited`] last looked.
+    waited: bool,
     /// Made at the first wait, with the pace's account from then on.
     timer: Option<Timer>,
 }
@@ -51,6 +53,7 @@ impl<T> Stall<T> {
             inner,
             limit,
             pace: None,
+            waited: false,
             timer: None,
         }
     }
@@ -61,6 +64,11 @@ impl<T> Stall<T> {
             pace,
             ..Stall::new(inner, limit)
         }
+    }
+
+    /// Whether a write had to wait (the receiver is slower than we read) since the last call.
+    pub fn take_waited(&mut self) -> bool {
+        std::mem::take(&mut self.waited)
     }
 
     /// When the pace runs out, for a timer started `since` that has moved `moved` bytes.
@@ -158,6 +166,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, bytes);
+        self.waited |= polled.is_pending();
         self.watch(cx, polled, |&n| n)
     }
 
