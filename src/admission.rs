@@ -37,16 +37,24 @@ impl ConnectionLimit {
     ///
     /// [`release`]: ConnectionLimit::release
     pub async fn acquire(&self) {
-        loop {
+        while !self.try_acquire() {
             let freed = self.freed.notified();
             tokio::pin!(freed);
+            // Registered before the second look, so that a close in between is not missed.
             freed.as_mut().enable();
-            if self.open.fetch_add(1, Ordering::AcqRel) < self.max {
+            if self.try_acquire() {
                 return;
             }
-            self.open.fetch_sub(1, Ordering::AcqRel);
             freed.await;
         }
+    }
+
+    fn try_acquire(&self) -> bool {
+        if self.open.fetch_add(1, Ordering::AcqRel) < self.max {
+            return true;
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        false
     }
 
     /// Counts a connection as open whatever the limit (one the kernel had queued when the listener closed).

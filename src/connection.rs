@@ -30,6 +30,7 @@ use crate::h1::request::{self, RequestHead};
 use crate::h1::write;
 use crate::h1::{body, socket, HeadScan};
 use crate::proxy::Proxy;
+use crate::timers::Elapsed;
 
 /// The first allocation for a request head; it grows up to the head limit.
 const HEAD_BUFFER: usize = 2 * 1024;
@@ -59,7 +60,7 @@ pub struct Shared {
 pub struct WorkerCounts {
     /// Client connections open.
     open: AtomicUsize,
-    /// Exchanges in flight (a head being read or a request being proxied).
+    /// Requests being proxied (from a whole head to the end of the answer).
     in_flight: AtomicUsize,
 }
 
@@ -95,7 +96,7 @@ impl Shared {
         &self.proxy
     }
 
-    /// Whether no exchange is in flight.
+    /// Whether no request is being proxied.
     pub fn is_quiet(&self) -> bool {
         self.counts.in_flight() == 0
     }
@@ -234,11 +235,7 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
             first = false;
             // A box keeps the connection's own future small while it waits: the exchange's state lives only while
             // there is an exchange.
-            let header_timeout = shared.proxy.timeouts().client_header;
-            let in_flight = InFlight::enter(&shared);
-            let exchange = exchange(&mut client, &shared.proxy, header_timeout);
-            let keep_alive = Box::pin(exchange).await;
-            drop(in_flight);
+            let keep_alive = Box::pin(exchange(&mut client, &shared)).await;
             if client.buf.is_empty() || !keep_alive {
                 buffers.recycle_bytes(std::mem::take(&mut client.buf));
             }
@@ -251,15 +248,22 @@ pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()>
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
-async fn exchange(client: &mut Client, proxy: &Proxy, header_timeout: Duration) -> bool {
+async fn exchange(client: &mut Client, shared: &Shared) -> bool {
+    let proxy = &shared.proxy;
     let buffers = proxy.buffers();
     let mut scan = HeadScan::default();
-    // Most heads arrive whole in their first read: those need no timer.
+    // Most heads arrive whole in their first read: those need no timer. The others have `client_header` (cut
+    // short by a drain, as a wait for a request is).
     let read = match take_head(client, buffers, &mut scan) {
         Ok(Some(head)) => Ok(Ok(Some(head))),
         Ok(None) => {
             let read = read_head(client, buffers, &mut scan);
-            tokio::time::timeout(header_timeout, read).await
+            let deadline = proxy.timers().head_deadline(proxy.timeouts().client_header);
+            tokio::select! {
+                biased;
+                read = read => Ok(read),
+                () = deadline => Err(Elapsed),
+            }
         }
         Err(refusal) => Ok(Err(HeadError::Refused(refusal))),
     };
@@ -286,7 +290,9 @@ async fn exchange(client: &mut Client, proxy: &Proxy, header_timeout: Duration) 
     if body::small_rest_to_come(head.body, client.buf.len()) {
         socket::acknowledge_now(&client.stream);
     }
+    let in_flight = InFlight::enter(shared);
     let keep_alive = proxy.handle(client, &head, &raw).await;
+    drop(in_flight);
     buffers.recycle_vec(raw);
     keep_alive
 }

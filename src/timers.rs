@@ -56,6 +56,12 @@ impl Timers {
         }
     }
 
+    /// Completes once `after` has passed since its first poll, or once a drain's grace has: for a client's
+    /// request head, which is cut short by a drain like a wait for a request is.
+    pub fn head_deadline(&self, after: Duration) -> HeadDeadline<'_> {
+        HeadDeadline(self.deadline(after))
+    }
+
     /// Completes once `after` has passed since its first poll.
     pub fn deadline(&self, after: Duration) -> Deadline<'_> {
         Deadline {
@@ -184,6 +190,17 @@ impl Future for Deadline<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_kind(cx, false)
+    }
+}
+
+/// See [`Timers::head_deadline`].
+pub struct HeadDeadline<'a>(Deadline<'a>);
+
+impl Future for HeadDeadline<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_kind(cx, true)
     }
 }
 

@@ -220,3 +220,26 @@ async fn sighup_changes_nothing_and_cuts_nothing() {
     let status = lb.wait_exit(PATIENCE).await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn a_head_still_arriving_at_shutdown_gets_408_after_the_grace_and_cuts_nothing() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("client_header", "30s")
+        .timeout("drain", "20s")
+        .start()
+        .await;
+    let mut slow = RawConn::connect(lb.addr()).await;
+    slow.send(b"GET / HTTP/1.1\r\nHost: shop.example\r\n").await;
+    let signalled = Instant::now();
+    lb.signal("TERM").await;
+    assert_eq!(slow.response().await.status, 408);
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "a head is not a request cut: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the slow head held lb for {:?}",
+        signalled.elapsed()
+    );
+}
