@@ -14,6 +14,8 @@
 pub mod body;
 pub mod buffers;
 pub mod chunked;
+#[cfg(test)]
+mod differential;
 pub mod request;
 pub mod response;
 pub mod socket;
