@@ -23,6 +23,9 @@ use super::{
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Request targets longer than this get 414 (nginx allows 8 KiB, HAProxy about 16 KiB).
 pub const MAX_TARGET: usize = 16 * 1024;
+/// Request lines (before their LF) longer than this get 414, complete or not: a client still sending one is refused
+/// before its end, so a whole one must be too, or a request would be taken or refused depending on how it arrived.
+pub const MAX_REQUEST_LINE: usize = MAX_TARGET + 1024;
 
 /// A parsed request head. Ranges index the head's bytes.
 #[derive(Debug)]
@@ -93,7 +96,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         .map_err(|_| bad("bad method"))?;
     let minor = request.version.unwrap_or(1);
     let target_str = request.path.unwrap_or_default();
-    if target_str.len() > MAX_TARGET {
+    // `method SP target SP HTTP/1.x CR`: httparse took single spaces and a CR before the LF (checked above).
+    let line = request.method.unwrap_or_default().len() + target_str.len() + 11;
+    if target_str.len() > MAX_TARGET || line > MAX_REQUEST_LINE {
         return Err(refuse(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     let mut target = offset(buf, target_str.as_bytes());
@@ -223,7 +228,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
 /// For a head still incomplete: whether it has already gone past a limit.
 fn check_partial(buf: &[u8]) -> Result<(), Refusal> {
     let line_end = buf.iter().position(|&b| b == b'\n');
-    if line_end.is_none() && buf.len() > MAX_TARGET + 1024 {
+    if line_end.is_none() && buf.len() > MAX_REQUEST_LINE {
         return Err(refuse(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     if buf.len() >= MAX_HEAD {
@@ -646,6 +651,17 @@ mod tests {
         assert_eq!(refused(&long_target), StatusCode::URI_TOO_LONG);
         let unfinished_target = format!("GET /{}", "a".repeat(MAX_TARGET + 2000));
         assert_eq!(refused(&unfinished_target), StatusCode::URI_TOO_LONG);
+        // A long method makes a line refused while it arrives; whole, it is refused alike.
+        let method = "M".repeat(MAX_REQUEST_LINE - MAX_TARGET - 10);
+        let long_line = format!(
+            "{method} /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_TARGET - 1)
+        );
+        let line_end = long_line.find('\n').unwrap();
+        assert_eq!(line_end, MAX_REQUEST_LINE + 1);
+        assert_eq!(refused(&long_line[..line_end]), StatusCode::URI_TOO_LONG);
+        assert_eq!(refused(&long_line), StatusCode::URI_TOO_LONG);
+        assert!(ok(&long_line[1..]).body == BodyLength::Empty);
         let big = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n",
             "a".repeat(MAX_HEAD)

@@ -14,7 +14,7 @@
 //! A byte outside this lexing is a 400 at once, complete head or not; the 129th field line is a 431. Bytes running
 //! out is "incomplete" unless a limit is already passed: a first line over 17 KiB (414), 64 KiB in all (431). Then,
 //! on a complete head, the first rule that fails decides: a LF without its CR (400); the head over 64 KiB (431);
-//! the target over 16 KiB (414); CONNECT (501); the target form: origin (`/...`), `*` for OPTIONS, or absolute
+//! the target over 16 KiB or the request line (before its LF) over 17 KiB (414); CONNECT (501); the target form: origin (`/...`), `*` for OPTIONS, or absolute
 //! (`http://` or `https://`, an authority, then nothing or a path starting with `/`) (400); the authority's and the
 //! path's bytes (400); field by field, a second or malformed Content-Length, or a coding after `chunked` (400);
 //! Transfer-Encoding in HTTP/1.0 (400), with a coding other than chunked (501), not ending in chunked or with a
@@ -22,7 +22,7 @@
 //! valid authority (400).
 
 use super::{mutate, shown, Rng};
-use crate::h1::request::{self, MAX_HEAD, MAX_TARGET};
+use crate::h1::request::{self, MAX_HEAD, MAX_REQUEST_LINE, MAX_TARGET};
 use crate::h1::{BodyLength, MAX_HEADERS};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -88,6 +88,8 @@ impl<'a> Cursor<'a> {
 
 struct Lexed<'a> {
     length: usize,
+    /// The request line's length before its LF.
+    line: usize,
     method: &'a [u8],
     target: &'a [u8],
     minor: u8,
@@ -99,6 +101,7 @@ fn lex(buf: &[u8]) -> Result<Lexed<'_>, Stop> {
     while matches!(c.peek()?, b'\r' | b'\n') {
         c.line_end()?;
     }
+    let line_start = c.at;
     let method = c.token_then(b' ')?;
     let start = c.at;
     while matches!(c.peek()?, 0x21..=0x7e | 0x80..) {
@@ -119,6 +122,7 @@ fn lex(buf: &[u8]) -> Result<Lexed<'_>, Stop> {
     };
     c.at += 1;
     c.line_end()?;
+    let line = c.at - 1 - line_start;
     let mut fields = Vec::new();
     while !matches!(c.peek()?, b'\r' | b'\n') {
         let name = c.token_then(b':')?;
@@ -145,6 +149,7 @@ fn lex(buf: &[u8]) -> Result<Lexed<'_>, Stop> {
     c.line_end()?;
     Ok(Lexed {
         length: c.at,
+        line,
         method,
         target,
         minor,
@@ -155,7 +160,7 @@ fn lex(buf: &[u8]) -> Result<Lexed<'_>, Stop> {
 fn model(buf: &[u8]) -> Outcome {
     let lexed = match lex(buf) {
         Ok(lexed) => lexed,
-        Err(Stop::More) if !buf.contains(&b'\n') && buf.len() > MAX_TARGET + 1024 => {
+        Err(Stop::More) if !buf.contains(&b'\n') && buf.len() > MAX_REQUEST_LINE => {
             return Outcome::Refused(414)
         }
         Err(Stop::More) if buf.len() >= MAX_HEAD => return Outcome::Refused(431),
@@ -178,7 +183,7 @@ fn judge(lexed: &Lexed, head: &[u8]) -> Result<Outcome, u16> {
         return Err(431);
     }
     let (method, target) = (lexed.method, lexed.target);
-    if target.len() > MAX_TARGET {
+    if target.len() > MAX_TARGET || lexed.line > MAX_REQUEST_LINE {
         return Err(414);
     }
     if method == b"CONNECT" {
@@ -437,13 +442,15 @@ fn target(rng: &mut Rng) -> Vec<u8> {
         }
         35 | 36 => b"*".to_vec(),
         37 => b"\xff/".to_vec(),
-        _ => {
-            let length = MAX_TARGET - 2 + rng.below(4);
-            let mut t = vec![b'a'; length];
-            t[0] = b'/';
-            t
-        }
+        _ => long_target(rng),
     }
+}
+
+fn long_target(rng: &mut Rng) -> Vec<u8> {
+    let length = MAX_TARGET - 2 + rng.below(4);
+    let mut t = vec![b'a'; length];
+    t[0] = b'/';
+    t
 }
 
 fn field(rng: &mut Rng) -> String {
@@ -503,9 +510,19 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
     let good = [
         "GET", "POST", "PUT", "HEAD", "OPTIONS", "PURGE", "get", "M-SEARCH",
     ];
-    out.extend_from_slice(either(rng, &good, &["CONNECT", "G@T", "", "GET\t"]).as_bytes());
+    let long_line = rng.percent(2);
+    if long_line {
+        // With a target near its limit, the line is near its own.
+        let method = MAX_REQUEST_LINE - MAX_TARGET - 12 + rng.below(4);
+        out.extend(std::iter::repeat_n(b'M', method));
+    } else {
+        out.extend_from_slice(either(rng, &good, &["CONNECT", "G@T", "", "GET\t"]).as_bytes());
+    }
     out.extend_from_slice(if rng.percent(97) { b" " } else { b"  " });
-    out.extend(target(rng));
+    out.extend(match long_line {
+        true => long_target(rng),
+        false => target(rng),
+    });
     out.push(b' ');
     let good = ["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"];
     let bad = ["HTTP/1.2", "HTTP/2.0", "http/1.1", "HTTP/1.10"];
