@@ -16,12 +16,15 @@
 //! - `health`: one checker task per backend and the pure rise/fall state machine.
 //! - [`demo`]: the built-in demo backends of `lb demo`.
 //! - `signal`: SIGINT/SIGTERM as one shutdown future.
+//! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
 mod balance;
 pub mod cli;
 pub mod config;
 mod connection;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod health;
 mod proxy;

@@ -107,7 +107,18 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let toml = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-    let file = parse(&name, &text, toml).map_err(ConfigError)?;
+    from_text(&name, &text, toml, overrides)
+}
+
+/// Parses and validates `text`, the contents of the file called `name` (which errors name), as TOML or JSON, then
+/// applies `overrides`: what [`load`] does once it has read the file.
+pub fn from_text(
+    name: &str,
+    text: &str,
+    toml: bool,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let file = parse(name, text, toml).map_err(ConfigError)?;
     resolve(file, overrides)
 }
 
@@ -511,6 +522,29 @@ drain = 0
                 "{}: cannot read: No such file or directory (os error 2)",
                 path.display()
             )
+        );
+    }
+
+    #[test]
+    fn from_text_is_load_without_the_file() {
+        let c = from_text("lb.toml", FULL_TOML, true, &Overrides::default()).unwrap();
+        assert_eq!((c.port, c.backends.len()), (9000, 2));
+        let e = from_text("x.json", "[]", false, &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string(), "x.json:1:2: no backends");
+    }
+
+    #[test]
+    fn offline_resolves_addresses_and_localhost_only() {
+        let text =
+            r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
+        let c = file::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
+        assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
+        let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
+        let e = file::offline(|| from_text("a.json", text, false, &Overrides::default()));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
         );
     }
 
