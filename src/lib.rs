@@ -19,6 +19,7 @@
 //! - `health`: one checker task per backend and the pure rise/fall state machine.
 //! - [`demo`]: the built-in demo backends of `lb demo`.
 //! - `signal`: SIGINT/SIGTERM as one shutdown future; SIGHUP caught and logged.
+//! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
 mod admission;
 mod balance;
@@ -27,6 +28,8 @@ pub mod config;
 mod connection;
 pub mod demo;
 mod failure;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod health;
 mod log_limit;

@@ -10,6 +10,7 @@
 //! which a later pass could no longer recover. So the backend list is read by hand-written visitors that see the
 //! entries before the current one. What needs several sources (defaults, CLI overrides) is left to `super::load`.
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
@@ -281,11 +282,43 @@ impl Visitor<'_> for HostSeed {
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        match (bare, 0).to_socket_addrs().map(|mut addrs| addrs.next()) {
-            Ok(Some(addr)) => Ok((host.to_string(), addr.ip())),
+        match resolve(bare) {
+            Ok(Some(ip)) => Ok((host.to_string(), ip)),
             Ok(None) => Err(E::custom(format!("cannot resolve {host:?}: no addresses"))),
             Err(e) => Err(E::custom(format!("cannot resolve {host:?}: {e}"))),
         }
+    }
+}
+
+thread_local! {
+    /// Set while [`offline`] runs: host names are not resolved.
+    static OFFLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with backend hosts resolved without the network: an IP address or `localhost` resolves, any other name
+/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query.
+pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OFFLINE.with(|offline| offline.set(self.0));
+        }
+    }
+    let _reset = Reset(OFFLINE.with(|offline| offline.replace(true)));
+    f()
+}
+
+/// The first address of `host` (the system's resolver; see [`offline`]).
+fn resolve(host: &str) -> std::io::Result<Option<IpAddr>> {
+    if !OFFLINE.with(Cell::get) {
+        return (host, 0)
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.next().map(|a| a.ip()));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(ip)),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => Ok(Some(IpAddr::from([127, 0, 0, 1]))),
+        Err(_) => Err(std::io::Error::other("not resolved (offline)")),
     }
 }
 

@@ -125,7 +125,18 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let toml = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
-    let file = parse(&name, &text, toml).map_err(ConfigError)?;
+    from_text(&name, &text, toml, overrides)
+}
+
+/// Parses and validates `text`, the contents of the file called `name` (which errors name), as TOML or JSON, then
+/// applies `overrides`: what [`load`] does once it has read the file.
+pub fn from_text(
+    name: &str,
+    text: &str,
+    toml: bool,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let file = parse(name, text, toml).map_err(ConfigError)?;
     resolve(file, overrides)
 }
 
@@ -160,12 +171,18 @@ fn parse(name: &str, text: &str, toml: bool) -> Result<FileConfig, String> {
 fn json_error(name: &str, path: &str, e: &serde_json::Error) -> String {
     let message = e.to_string();
     if e.line() == 0 {
-        return one_line(name, None, path, &message);
+        return one_line(name, None, path, &printable(&message));
     }
     // serde_json appends the position to its message; we print it in front instead.
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = message.strip_suffix(&suffix).unwrap_or(&message);
-    one_line(name, Some((e.line(), e.column().max(1))), path, message)
+    // serde_json's messages are one line but for what they quote from the file: escape that before the split.
+    one_line(
+        name,
+        Some((e.line(), e.column().max(1))),
+        path,
+        &printable(message),
+    )
 }
 
 /// The key path as the user wrote it: `backends[1].port`. Unlike `Path`'s `Display`, it leaves out the `?` that
@@ -196,7 +213,7 @@ fn one_line(name: &str, at: Option<(usize, usize)>, path: &str, message: &str) -
     }
     out.push_str(": ");
     if !path.is_empty() {
-        out.push_str(path);
+        out.push_str(&printable(path));
         out.push_str(": ");
     }
     let lines: Vec<&str> = message
@@ -204,8 +221,22 @@ fn one_line(name: &str, at: Option<(usize, usize)>, path: &str, message: &str) -
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    out.push_str(&lines.join("; "));
+    out.push_str(&printable(&lines.join("; ")));
     out
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`): a key or a value quoted in a message may hold any, and
+/// the message must stay one line that cannot move the terminal's cursor.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_debug().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -549,6 +580,41 @@ drain = 0
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn from_text_is_load_without_the_file() {
+        let c = from_text("lb.toml", FULL_TOML, true, &Overrides::default()).unwrap();
+        assert_eq!((c.port, c.backends.len()), (9000, 2));
+        let e = from_text("x.json", "[]", false, &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string(), "x.json:1:2: no backends");
+    }
+
+    #[test]
+    fn offline_resolves_addresses_and_localhost_only() {
+        let text =
+            r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
+        let c = file::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
+        assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
+        let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
+        let e = file::offline(|| from_text("a.json", text, false, &Overrides::default()));
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
+        );
+    }
+
+    #[test]
+    fn control_characters_in_keys_are_escaped() {
+        // Found by the config_json fuzz target: a key with a newline made the error two lines.
+        let text = "{\"port\": 0, \"back\\n\\u001bds\": 1}";
+        let e = from_text("lb.json", text, false, &Overrides::default()).unwrap_err();
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
+        let want =
+            "lb.json:1:28: back\\n\\u{1b}ds: unknown field `back\\n\\u{1b}ds`, expected one of";
+        assert!(e.to_string().starts_with(want), "{e}");
     }
 
     #[test]

@@ -146,8 +146,11 @@ impl ChunkedReader {
             (State::TrailerStart, b'\r') => State::EndLf,
             (State::TrailerStart, b' ' | b'\t') => return Err(ChunkError("folded trailer line")),
             (State::TrailerStart, _) if is_token_byte(byte) => State::TrailerName { length: 1 },
+            (State::TrailerName { length }, _) if length >= MAX_LINE => {
+                return Err(ChunkError("trailer line too long"))
+            }
             (State::TrailerName { length }, b':') => State::Trailer { length: length + 1 },
-            (State::TrailerName { length }, _) if is_token_byte(byte) && length < MAX_LINE => {
+            (State::TrailerName { length }, _) if is_token_byte(byte) => {
                 State::TrailerName { length: length + 1 }
             }
             (State::TrailerName { .. }, _) => {
@@ -260,6 +263,24 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_trailer_line_is_at_most_max_line_bytes_colon_included() {
+        let line = |name: usize, value: usize| {
+            let mut body = b"0\r\n".to_vec();
+            body.extend(std::iter::repeat_n(b'n', name));
+            body.push(b':');
+            body.extend(std::iter::repeat_n(b'v', value));
+            body.extend_from_slice(b"\r\n\r\n");
+            body
+        };
+        let max = MAX_LINE as usize;
+        assert!(run(&line(max - 1, 0), 7).is_ok_and(|(_, _, done)| done));
+        assert!(run(&line(1, max - 2), 7).is_ok_and(|(_, _, done)| done));
+        // The colon was not counted: a name of MAX_LINE bytes made a line of MAX_LINE + 1.
+        assert!(run(&line(max, 0), 7).is_err());
+        assert!(run(&line(1, max - 1), 7).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! than its framing requires. hyper stays for the small things off the hot path (health checks, the demo).
 //!
 //! - `request` / `response`: parse and judge a head (framing, Host, limits); refusals carry their status.
+//!   `uri`: the RFC 3986 bytes of request targets and authorities.
 //! - `chunked`: a strict streaming reader of the chunked coding, which finds where a body ends.
 //! - `write`: the heads each side gets (hop-by-hop headers dropped, forwarding headers added).
 //! - `scan`: where a head ends, found in linear time however the head arrives.
@@ -15,11 +16,14 @@
 pub mod body;
 pub mod buffers;
 pub mod chunked;
+#[cfg(test)]
+mod differential;
 pub mod request;
 pub mod response;
 mod scan;
 pub mod socket;
 pub mod stall;
+mod uri;
 pub mod write;
 
 use std::ops::Range;

@@ -4,11 +4,14 @@
 //! could read two ways: a body's length must be known one way only (a single, plain Content-Length, or a
 //! Transfer-Encoding that ends in `chunked`, never both), HTTP/1.1 needs exactly one Host, and the head and the
 //! request target are bounded. A refusal carries the status the client gets.
+//! The request target and the authority (an absolute-form target's, or the Host header's) must follow RFC 3986 to
+//! the byte (`uri`).
 
 use std::ops::Range;
 
 use http::{Method, StatusCode};
 
+use super::uri::{valid_authority, valid_target, Empty};
 use super::{
     contains_token, names_headers, offset, parse_content_length, BodyLength, Header, MAX_HEADERS,
 };
@@ -17,6 +20,9 @@ use super::{
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Request targets longer than this get 414 (nginx allows 8 KiB, HAProxy about 16 KiB).
 pub const MAX_TARGET: usize = 16 * 1024;
+/// Request lines (before their LF) longer than this get 414, complete or not: a client still sending one is refused
+/// before its end, so a whole one must be too, or a request would be taken or refused depending on how it arrived.
+pub const MAX_REQUEST_LINE: usize = MAX_TARGET + 1024;
 
 /// A parsed request head. Ranges index the head's bytes.
 #[derive(Debug)]
@@ -87,7 +93,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         .map_err(|_| bad("bad method"))?;
     let minor = request.version.unwrap_or(1);
     let target_str = request.path.unwrap_or_default();
-    if target_str.len() > MAX_TARGET {
+    // `method SP target SP HTTP/1.x CR`: httparse took single spaces and a CR before the LF (checked above).
+    let line = request.method.unwrap_or_default().len() + target_str.len() + 11;
+    if target_str.len() > MAX_TARGET || line > MAX_REQUEST_LINE {
         return Err(refuse(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     let mut target = offset(buf, target_str.as_bytes());
@@ -103,9 +111,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         Some(b'*') if target_str == "*" && method == Method::OPTIONS => {}
         _ => {
             let (auth, path) = split_absolute(target_str).ok_or(bad("bad request target"))?;
+            if !valid_authority(&target_str.as_bytes()[auth.clone()], Empty::Refused) {
+                return Err(bad("bad authority in the request target"));
+            }
             authority = Some(target.start + auth.start..target.start + auth.end);
             target = target.start + path.start..target.start + path.end;
         }
+    }
+    if !valid_target(&buf[target.clone()]) {
+        return Err(bad("bad byte in the request target"));
     }
 
     let mut headers = Vec::with_capacity(request.headers.len());
@@ -182,6 +196,14 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     if hosts > 1 || (hosts == 0 && minor == 1) {
         return Err(bad("a request needs exactly one Host header"));
     }
+    // Checked even when an absolute-form target's authority replaces it (RFC 9112 §3.2.2: a Host with an invalid
+    // value is refused). An empty Host is what RFC 9110 §7.2 asks of a client whose target has no authority; it is
+    // kept as it is (the backend gets an empty Host, no `host=` in Forwarded).
+    if let Some(host) = &host {
+        if !valid_authority(&buf[host.clone()], Empty::Allowed) {
+            return Err(bad("bad Host header"));
+        }
+    }
     let head = RequestHead {
         method,
         target,
@@ -203,7 +225,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
 /// For a head still incomplete: whether it has already gone past a limit.
 fn check_partial(buf: &[u8]) -> Result<(), Refusal> {
     let line_end = buf.iter().position(|&b| b == b'\n');
-    if line_end.is_none() && buf.len() > MAX_TARGET + 1024 {
+    if line_end.is_none() && buf.len() > MAX_REQUEST_LINE {
         return Err(refuse(StatusCode::URI_TOO_LONG, "request target too long"));
     }
     if buf.len() >= MAX_HEAD {
@@ -337,6 +359,41 @@ mod tests {
     }
 
     #[test]
+    fn targets_and_authorities_are_held_to_rfc_3986() {
+        for raw in [
+            "GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://a/b#c HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://a:99999x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://a\"b/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http:/// HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a,b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n",
+            // The authority wins over Host, which must still be valid (RFC 9112 §3.2.2).
+            "GET http://a/ HTTP/1.1\r\nHost: a,b\r\n\r\n",
+        ] {
+            assert_eq!(refused(raw), StatusCode::BAD_REQUEST, "{raw:?}");
+        }
+        let raw = "GET http://[::1]:81/caf%C3%A9?q=/:@ HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = ok(raw);
+        assert_eq!(&raw[head.host.unwrap()], "[::1]:81");
+        assert_eq!(&raw[head.target], "/caf%C3%A9?q=/:@");
+        let raw = "GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n";
+        assert_eq!(&raw[ok(raw).host.unwrap()], "example.com:8080");
+        ok("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+
+    #[test]
+    fn an_empty_host_is_kept_when_the_target_has_no_authority() {
+        let raw = "GET / HTTP/1.1\r\nHost: \r\n\r\n";
+        assert_eq!(ok(raw).host.map(|h| h.len()), Some(0));
+        let raw = "GET http://a/ HTTP/1.1\r\nHost:\r\n\r\n";
+        assert_eq!(&raw[ok(raw).host.unwrap()], "a");
+    }
+
+    #[test]
     fn unknown_codings_are_not_implemented() {
         let raw = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(refused(raw), StatusCode::NOT_IMPLEMENTED);
@@ -351,6 +408,17 @@ mod tests {
         assert_eq!(refused(&long_target), StatusCode::URI_TOO_LONG);
         let unfinished_target = format!("GET /{}", "a".repeat(MAX_TARGET + 2000));
         assert_eq!(refused(&unfinished_target), StatusCode::URI_TOO_LONG);
+        // A long method makes a line refused while it arrives; whole, it is refused alike.
+        let method = "M".repeat(MAX_REQUEST_LINE - MAX_TARGET - 10);
+        let long_line = format!(
+            "{method} /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(MAX_TARGET - 1)
+        );
+        let line_end = long_line.find('\n').unwrap();
+        assert_eq!(line_end, MAX_REQUEST_LINE + 1);
+        assert_eq!(refused(&long_line[..line_end]), StatusCode::URI_TOO_LONG);
+        assert_eq!(refused(&long_line), StatusCode::URI_TOO_LONG);
+        assert!(ok(&long_line[1..]).body == BodyLength::Empty);
         let big = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n",
             "a".repeat(MAX_HEAD)

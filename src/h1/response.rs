@@ -48,8 +48,14 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BadResponse("malformed head")),
     };
-    let status =
-        StatusCode::from_u16(response.code.unwrap_or(0)).map_err(|_| BadResponse("bad status"))?;
+    if length > MAX_HEAD {
+        return Err(BadResponse("head too large"));
+    }
+    // 1xx to 5xx: a status of no class (600 and up) has no meaning a client could act on.
+    let status = match response.code.unwrap_or(0) {
+        code @ 100..=599 => StatusCode::from_u16(code).map_err(|_| BadResponse("bad status"))?,
+        _ => return Err(BadResponse("bad status")),
+    };
     let minor = response.version.unwrap_or(1);
     let reason = offset(buf, response.reason.unwrap_or_default().as_bytes());
 
@@ -245,5 +251,12 @@ mod tests {
         .is_err());
         assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\n", false).is_err());
         assert!(parse(b"garbage\r\n\r\n", false).is_err());
+        assert!(parse(b"HTTP/1.1 600 Odd\r\n\r\n", false).is_err());
+        assert!(parse(b"HTTP/1.1 999 Odd\r\n\r\n", false).is_err());
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            parse(huge.as_bytes(), false).unwrap_err(),
+            BadResponse("head too large")
+        );
     }
 }

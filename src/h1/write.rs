@@ -5,6 +5,10 @@
 //! framing and connection handling. The backend learns who the client was from `X-Forwarded-For` (appended to, so
 //! a chain of proxies stays readable), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239 `Forwarded`
 //! (appended). Heads are written straight from the bytes that were read: no header map is built.
+//!
+//! A request header whose name is one of those with `_` for `-` (`X_Forwarded_For`, `Content_Length`...) is
+//! dropped, as nginx does: a CGI-style backend maps `-` and `_` alike (`HTTP_X_FORWARDED_FOR`), so such a header
+//! would stand beside, or in for, the one we set or removed.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -27,6 +31,30 @@ const HOP_BY_HOP: [&[u8]; 7] = [
 
 fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+/// The request headers we set, replace or remove by name whose names have a `-` (`Host` and `Forwarded` have none,
+/// so nothing can alias them by `_`).
+const ALIASED: [&[u8]; 7] = [
+    b"content-length",
+    b"transfer-encoding",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"keep-alive",
+    b"proxy-connection",
+];
+
+/// Whether `name` has a `_` and is one of [`ALIASED`] with `_` for some `-` (case-insensitive).
+fn is_underscore_alias(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && ALIASED.iter().any(|ours| {
+            ours.len() == name.len()
+                && ours
+                    .iter()
+                    .zip(name)
+                    .all(|(&o, &n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
+        })
 }
 
 /// Whether a `Connection` header of this head names `name` (so it is hop-by-hop too).
@@ -75,6 +103,7 @@ pub fn request_head(
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            || is_underscore_alias(name)
             || (head.connection_names && named_by_connection(buf, &head.headers, name))
         {
             continue;
@@ -301,6 +330,23 @@ mod tests {
              x-forwarded-host: example.com:8000\r\n\
              forwarded: for=203.0.113.7, for=127.0.0.1;host=\"example.com:8000\";proto=http\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn underscore_aliases_of_our_headers_are_dropped() {
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\nx_forwarded_proto: https\r\n\
+                   X-Forwarded_Host: evil\r\nCONTENT_LENGTH: 5\r\nTransfer_Encoding: chunked\r\n\
+                   Keep_Alive: 1\r\nProxy_Connection: x\r\nX_Request_Id: 7\r\nX_Forwarded_Fo: kept\r\n\
+                   X-Forwarded-For_: kept\r\n\r\n";
+        assert_eq!(
+            forwarded(raw, "127.0.0.1"),
+            "GET / HTTP/1.1\r\nhost: a\r\nX_Request_Id: 7\r\nX_Forwarded_Fo: kept\r\n\
+             X-Forwarded-For_: kept\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: a\r\nforwarded: for=127.0.0.1;host=a;proto=http\r\n\r\n"
+        );
+        assert!(is_underscore_alias(b"x_forwarded_for"));
+        assert!(!is_underscore_alias(b"x-forwarded-for"));
+        assert!(!is_underscore_alias(b"x_forwarded_fox"));
     }
 
     #[test]

@@ -189,3 +189,53 @@ async fn the_client_gets_the_backends_status_headers_and_body() {
     assert_eq!(response.text().await.unwrap(), "hello from backend 7");
     assert_eq!(backend.last_seen().path, "/anything");
 }
+
+#[tokio::test]
+async fn underscore_aliases_of_the_headers_lb_sets_are_dropped_and_others_pass() {
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder().backend(&backend).start().await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+
+    // Behind a CGI-style backend, `X_Forwarded_Proto` and `X-Forwarded-Proto` are both HTTP_X_FORWARDED_PROTO.
+    conn.send(
+        b"GET /echo/aliases HTTP/1.1\r\n\
+          Host: shop.example\r\n\
+          X_Forwarded_Proto: https\r\n\
+          x_forwarded_for: 203.0.113.7\r\n\
+          X_Forwarded_Host: admin.example\r\n\
+          X-Forwarded_Host: admin.example\r\n\
+          Content_Length: 5\r\n\
+          Transfer_Encoding: chunked\r\n\
+          Proxy_Connection: keep-alive\r\n\
+          X_Request_Id: 42\r\n\
+          X_Forwarded_Protocol: kept\r\n\
+          \r\n",
+    )
+    .await;
+    let response = conn.response().await;
+    assert_eq!(response.status, 200);
+
+    let seen = backend.last_seen();
+    for (name, _) in &seen.headers {
+        let alias = name.replace('_', "-");
+        assert!(
+            *name == alias
+                || ![
+                    "x-forwarded-proto",
+                    "x-forwarded-for",
+                    "x-forwarded-host",
+                    "content-length",
+                    "transfer-encoding",
+                    "proxy-connection",
+                ]
+                .contains(&alias.as_str()),
+            "{name} was forwarded: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.example"));
+    assert_eq!(seen.header("x_request_id"), Some("42"));
+    assert_eq!(seen.header("x_forwarded_protocol"), Some("kept"));
+}

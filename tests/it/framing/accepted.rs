@@ -358,3 +358,48 @@ async fn a_backend_response_with_two_content_lengths_means_502() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(backend.hits(), 1);
 }
+
+#[tokio::test]
+async fn targets_and_hosts_of_rfc_3986_and_what_browsers_send_pass_as_they_are() {
+    let backend = RecordingBackend::start().await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+
+    let requests = [
+        ("/caf%C3%A9/a-._~!$&'()*+,;=:@?q=/?:@", "shop.example:8080"),
+        ("http://[2001:db8::1]:81/p?q", "ignored.example"),
+        ("/ipv6", "[::1]:8080"),
+        ("/empty-host", ""),
+        // What browsers send unencoded (RFC 3986 would have them escaped).
+        ("/a[1]|^/s?filter[name]={x}&a[]=1|^`\\", "shop.example"),
+    ];
+    for (target, host) in requests {
+        conn.send(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(conn.response().await.status, 200, "{target} {host}");
+    }
+
+    let seen: Vec<(String, Option<String>)> = backend
+        .requests()
+        .into_iter()
+        .map(|r| {
+            let host = r.headers.iter().find(|(n, _)| n == "host");
+            (r.target, host.map(|(_, v)| v.clone()))
+        })
+        .collect();
+    let want = [
+        ("/caf%C3%A9/a-._~!$&'()*+,;=:@?q=/?:@", "shop.example:8080"),
+        ("/p?q", "[2001:db8::1]:81"),
+        ("/ipv6", "[::1]:8080"),
+        ("/empty-host", ""),
+        ("/a[1]|^/s?filter[name]={x}&a[]=1|^`\\", "shop.example"),
+    ];
+    let want: Vec<(String, Option<String>)> = want
+        .iter()
+        .map(|(t, h)| (t.to_string(), Some(h.to_string())))
+        .collect();
+    assert_eq!(seen, want);
+}

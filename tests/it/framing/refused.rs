@@ -231,6 +231,60 @@ async fn an_http_1_1_request_needs_exactly_one_host() {
 }
 
 #[tokio::test]
+async fn targets_and_authorities_outside_rfc_3986_are_refused_and_never_forwarded() {
+    let backend = RecordingBackend::start().await;
+    let lb = TestLb::builder()
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+
+    let target = |target: &str| {
+        with_smuggled(
+            &format!("GET {target} HTTP/1.1\r\nHost: shop.example\r\n"),
+            "",
+        )
+    };
+    let host = |host: &str| with_smuggled(&format!("GET /page HTTP/1.1\r\nHost: {host}\r\n"), "");
+    let cases = [
+        ("a fragment", target("/a#frag")),
+        ("a fragment after a query", target("/a?b=1#frag")),
+        ("raw UTF-8", target("/caf\u{e9}")),
+        ("a quote", target("/a\"b")),
+        ("a backslash", target("/a\\b")),
+        ("braces in the path", target("/a{c}")),
+        ("a space in the query", target("/a?b=c d")),
+        ("angle brackets in the query", target("/a?b=<c>")),
+        ("% without hex digits", target("/a%zz")),
+        ("% at the end", target("/a%2")),
+        ("absolute: a quote in the host", target("http://a\"b/")),
+        ("absolute: a port with junk", target("http://a:99999x/")),
+        ("absolute: a port over 65535", target("http://a:65536/")),
+        ("absolute: an empty host", target("http://:80/")),
+        ("absolute: userinfo", target("http://user@shop.example/")),
+        ("absolute: a comma in the host", target("http://a,b/")),
+        ("absolute: an unclosed IP literal", target("http://[::1/")),
+        ("absolute: not an IPv6 address", target("http://[zz]/")),
+        ("absolute: a fragment", target("http://shop.example/a#frag")),
+        ("Host with a space", host("shop.example evil.example")),
+        ("Host with a comma", host("shop.example,evil.example")),
+        ("Host with a tab", host("shop.example\tevil.example")),
+        ("Host with a quote", host("shop.example\"")),
+        ("Host with a port over 65535", host("shop.example:65536")),
+        ("Host with a port not digits", host("shop.example:80x")),
+        ("Host with an empty port", host("shop.example:")),
+        ("Host with only a port", host(":80")),
+        ("Host with userinfo", host("user@shop.example")),
+        ("Host with raw UTF-8", host("caf\u{e9}.example")),
+        ("Host with a slash", host("shop.example/admin")),
+        (
+            "Host bad behind a good absolute target",
+            with_smuggled("GET http://shop.example/ HTTP/1.1\r\nHost: a b\r\n", ""),
+        ),
+    ];
+    assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
+}
+
+#[tokio::test]
 async fn an_http_1_0_request_without_host_is_served() {
     let backend = RecordingBackend::start().await;
     let lb = TestLb::builder()
