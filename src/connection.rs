@@ -131,15 +131,9 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Counts one open client connection (for this worker, and against `max_connections`) for as long as it lives.
+/// One open client connection, counted (for this worker, and against `max_connections`) from the moment it was
+/// accepted ([`spawn`]) until its task ends.
 struct Open<'a>(&'a Shared);
-
-impl<'a> Open<'a> {
-    fn enter(shared: &'a Shared) -> Self {
-        bump(&shared.counts.open, 1);
-        Open(shared)
-    }
-}
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
@@ -173,14 +167,21 @@ pub fn no_delay(stream: &TcpStream, set: &mut bool) {
     }
 }
 
+/// Starts serving a connection just accepted (and counted against `max_connections`) on this worker. It counts as
+/// open from now on, not from when its task first runs: a drain that starts in between still waits for it.
+pub fn spawn(client: Client, shared: &Rc<Shared>) {
+    bump(&shared.counts.open, 1);
+    tokio::task::spawn_local(serve(client, shared.clone()));
+}
+
 /// Serves one client connection until it closes or times out (during a drain, its wait for another request is
-/// cut short: see [`Shared::drain`]). The connection was counted against `max_connections` by the accept loop; it
-/// is released here when the connection ends.
+/// cut short: see [`Shared::drain`]). Releases its place (`max_connections`, and this worker's open count) when it
+/// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-pub fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
+fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
     async move {
-        let _open = Open::enter(&shared);
+        let _open = Open(&shared);
         let mut first = true;
         loop {
             let buffers = shared.proxy.buffers();
@@ -372,21 +373,20 @@ async fn refuse(client: &mut Client, status: StatusCode) {
 /// (reads that empty the socket clear its readiness, see `h1::socket`, so mostly this costs no system call).
 /// Closing such a connection ends it cleanly; closing one with unread input would reset it.
 pub fn nothing_unread(client: &Client) -> bool {
-    if !client.buf.is_empty() {
-        return false;
-    }
+    client.buf.is_empty() && nothing_unread_on(&client.stream)
+}
+
+/// Whether the client socket holds no bytes we have not read (see [`nothing_unread`]).
+pub fn nothing_unread_on(stream: &TcpStream) -> bool {
     // `try_io` reads the readiness without a system call and, unlike `poll_read_ready`, without tokio's
     // cooperative budget (which, once spent, reports "not ready" whatever the socket's state).
-    let readable = client.stream.try_io(Interest::READABLE, || Ok(())).is_ok();
+    let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
     // Readiness can be stale (a new connection's first report comes after its request was read): a peek tells,
     // without taking anything from the socket.
     !readable || {
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let stream = socket2::SockRef::from(&client.stream);
-        match client
-            .stream
-            .try_io(Interest::READABLE, || stream.peek(&mut probe))
-        {
+        let socket = socket2::SockRef::from(stream);
+        match stream.try_io(Interest::READABLE, || socket.peek(&mut probe)) {
             Ok(0) => true,
             Ok(_) => false,
             Err(error) => error.kind() == io::ErrorKind::WouldBlock,

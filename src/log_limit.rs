@@ -78,12 +78,13 @@ pub fn flush() {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         counts.retain(|key, counted| {
-            let waited = now.saturating_duration_since(counted.last_logged);
+            // A window is taken as over a little early: flushes come a window apart, give or take a tick.
+            let waited = now.saturating_duration_since(counted.last_logged) + WINDOW / 4;
             if counted.since_logged > 0 && waited >= WINDOW {
                 lines.push(Summary {
                     key: *key,
                     count: counted.since_logged,
-                    over: waited,
+                    over: waited - WINDOW / 4,
                 });
                 counted.since_logged = 0;
                 counted.last_logged = now;

@@ -310,7 +310,7 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
                 () = limit.acquire() => false,
             };
             let client = connection::Client::new(stream, peer);
-            tokio::task::spawn_local(connection::serve(client, shared.clone()));
+            connection::spawn(client, &shared);
             if stopping {
                 break;
             }
@@ -327,7 +327,7 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
                     };
                     limit.force();
                     let client = connection::Client::new(stream, peer);
-                    tokio::task::spawn_local(connection::serve(client, shared.clone()));
+                    connection::spawn(client, &shared);
                 }
             }
             Err(error) => tracing::debug!(%error, "cannot take the listen queue"),

@@ -25,7 +25,7 @@ const HEAD_READ: usize = 4 * 1024;
 const FIRST_BODY_READ: usize = 16 * 1024;
 const MAX_READ: usize = 32 * 1024;
 /// A head written before a body is sent in the same write as up to this much of the body.
-const COALESCE: usize = 32 * 1024;
+const COALESCE: usize = 16 * 1024;
 
 /// Whether a body of `length`, of which `buffered` bytes are already read, goes out in the same single write as its
 /// head.
@@ -251,13 +251,16 @@ where
 {
     let mut reader = ChunkedReader::default();
     let mut size = ReadSize::new();
+    // Where the data lies in the buffer, when the chunk framing is taken off: written from there, not copied.
+    let mut data = Vec::new();
     loop {
         let used = if dechunk {
-            let data = &buf[..];
-            let written = pending.len();
-            let read = reader.read(data, |range| pending.extend_from_slice(&data[range]));
+            data.clear();
             // A malformed body leaves `pending` as it was: still the head when nothing was written.
-            let used = read.inspect_err(|_| pending.truncate(written))?;
+            let used = reader.read(&buf[..], |range| data.push(range))?;
+            for range in data.drain(..) {
+                send(dst, pending, &buf[range]).await?;
+            }
             flush(dst, pending).await?;
             used
         } else {

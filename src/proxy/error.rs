@@ -31,17 +31,20 @@ impl ProxyError {
         }
     }
 
-    /// A failure of the client's request body, while it was being sent to a backend.
-    pub fn client_body(error: &BodyError) -> Self {
+    /// A failure of the client's request body, while it was being sent to `backend` (named for the access log; it
+    /// is not to blame). A body cut short by the client's close is a client gone (nginx's 499), not a request to
+    /// answer.
+    pub fn client_body(backend: u64, error: &BodyError) -> Self {
         let failure = match error {
             _ if error.is_timeout() => Failure::ClientTooSlow,
-            BodyError::Read(_) => Failure::ClientGone,
-            BodyError::Truncated | BodyError::Chunk(_) | BodyError::Write(_) => Failure::ClientBody,
+            BodyError::Read(_) | BodyError::Truncated => Failure::ClientGone,
+            BodyError::Chunk(_) | BodyError::Write(_) => Failure::ClientBody,
         };
-        ProxyError::new(failure, None, error.to_string())
+        ProxyError::new(failure, Some(backend), error.to_string())
     }
 
-    /// A failure while the response body was moving from `backend` to the client.
+    /// A failure while the response body was moving from `backend` to the client (the backend is named whoever
+    /// failed, for the access log; only a failure of its own blames it).
     pub fn response_body(backend: u64, error: &BodyError) -> Self {
         let failure = match error {
             BodyError::Write(_) if error.is_timeout() => Failure::ClientTooSlow,
@@ -51,8 +54,7 @@ impl ProxyError {
             BodyError::Truncated => Failure::Closed,
             BodyError::Chunk(_) => Failure::BadResponse,
         };
-        let backend = failure.blames_backend().then_some(backend);
-        ProxyError::new(failure, backend, error.to_string())
+        ProxyError::new(failure, Some(backend), error.to_string())
     }
 
     pub fn status(&self) -> StatusCode {

@@ -137,23 +137,22 @@ impl Proxy {
             Outcome::Failed(error) => {
                 log_failure(client, head, raw, &error);
                 if error.failure == Failure::ClientGone {
-                    (CLIENT_CLOSED_REQUEST, None, false)
+                    (CLIENT_CLOSED_REQUEST, error.backend, false)
                 } else {
                     let kept = self.answer_error(client, head, error.status()).await;
-                    (error.status(), None, kept)
+                    (error.status(), error.backend, kept)
                 }
             }
             Outcome::Broken(error) => {
                 log_failure(client, head, raw, &error);
-                if error.failure.blames_backend() {
-                    // The answer was cut: a reset, not a clean end, so that no client takes it for complete.
-                    let _ = socket2::SockRef::from(&client.stream).set_linger(Some(Duration::ZERO));
-                }
+                // The answer was cut (by the backend, or because the client stopped reading): a reset, not a clean
+                // end, so that no client takes a truncated body for a complete one.
+                let _ = socket2::SockRef::from(&client.stream).set_linger(Some(Duration::ZERO));
                 let status = match error.failure {
                     Failure::ClientGone | Failure::ClientTooSlow => CLIENT_CLOSED_REQUEST,
                     _ => error.status(),
                 };
-                (status, None, false)
+                (status, error.backend, false)
             }
         };
         if snapshot.access_log {

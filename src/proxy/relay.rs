@@ -132,18 +132,25 @@ async fn exchange(
         }),
     };
     let mut request_sent = false;
+    // Bytes of the client's next request (pipelined) were already read with this one's.
+    let mut pipelined = false;
     let mut send_failed: Option<BodyError> = None;
     let (mut up_read, mut up_write) = stream.split();
     let (mut client_read, mut client_write) = client.stream.split();
-    let mut send = pin!(body::forward(
-        &mut client_read,
-        &mut client.buf,
-        &mut up_write,
-        request_head,
-        head.body,
-        Coding::AsIs,
-        request_limits,
-    ));
+    let client_buf = &mut client.buf;
+    let mut send = pin!(async {
+        let length = head.body;
+        let sent = body::forward(
+            &mut client_read,
+            &mut *client_buf,
+            &mut up_write,
+            request_head,
+            length,
+            Coding::AsIs,
+            request_limits,
+        );
+        sent.await.map(|()| !client_buf.is_empty())
+    });
     let received = {
         let client_socket = client_write.as_ref();
         let mut receive = pin!(receive_head(
@@ -163,9 +170,9 @@ async fn exchange(
                 biased;
                 received = &mut receive => break received,
                 sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
-                    Ok(()) => request_sent = true,
+                    Ok(more) => (request_sent, pipelined) = (true, more),
                     Err(error) if error.is_source() => {
-                        return Err(Attempt::Fail(ProxyError::client_body(&error)))
+                        return Err(Attempt::Fail(ProxyError::client_body(backend.id, &error)))
                     }
                     // The backend stopped reading: it may still have answered; the response read tells.
                     Err(error) if reused && replayable => {
@@ -225,9 +232,14 @@ async fn exchange(
         true => Coding::Dechunked,
         false => Coding::AsIs,
     };
+    // While draining, the answer closes the connection, unless the client's next request is already here (it must
+    // be answered too, and a `close` would forbid that: RFC 9112 §9.6).
+    let closing = proxy.draining()
+        && !pipelined
+        && crate::connection::nothing_unread_on(client_write.as_ref());
     let keep_alive = head.keep_alive
         && request_sent
-        && !proxy.draining()
+        && !closing
         && coding == Coding::AsIs
         && response.body != BodyLength::UntilClose;
     let framing = ClientFraming {
@@ -263,10 +275,11 @@ async fn exchange(
                 biased;
                 forwarded = &mut forward => break forwarded,
                 sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
-                    Ok(()) => request_sent = true,
+                    // The head already went out saying whether the connection stays: nothing to add.
+                    Ok(_) => request_sent = true,
                     // A body too slow to wait for, while the answer streams: end both sides now.
                     Err(error) if error.is_source() && error.is_timeout() => {
-                        return Err(Attempt::Broken(ProxyError::client_body(&error)))
+                        return Err(Attempt::Broken(ProxyError::client_body(backend.id, &error)))
                     }
                     Err(error) => send_failed = Some(error),
                 },

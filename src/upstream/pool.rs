@@ -18,8 +18,7 @@
 //! call), with a non-blocking read otherwise. A request that cannot be resent (not idempotent, or with a body)
 //! goes only on a connection used within the last [`SAFE_REUSE`], always checked with a read: a backend that
 //! closes idle connections silently would otherwise fail such requests now and then (HAProxy's `http-reuse safe`
-//! reasons alike). The pool also learns how soon each backend closes idle connections (the shortest idle time at
-//! which it found one closed) and sends such requests only on connections idle for less than half of that.
+//! reasons alike).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -73,8 +72,6 @@ struct Idle {
 #[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
-    /// Per backend, the shortest idle time after which one of its connections was found closed.
-    closes_after: RefCell<HashMap<SocketAddr, Duration>>,
 }
 
 /// A connection for one exchange; `reused` says it served an exchange before (so it may have been closed by the
@@ -143,14 +140,9 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
-        let safe_for = self
-            .closes_after
-            .borrow()
-            .get(&addr)
-            .map_or(SAFE_REUSE, |&closes| SAFE_REUSE.min(closes / 2));
         while let Some(entry) = list.pop() {
             let idle_for = now.saturating_duration_since(entry.since);
-            if reuse == Reuse::Safe && idle_for >= safe_for {
+            if reuse == Reuse::Safe && idle_for >= SAFE_REUSE {
                 // Still fine for a request that may be resent: keep it (the newest is last, so all others are older).
                 list.push(entry);
                 return None;
@@ -162,16 +154,8 @@ impl Pool {
             if looks_open(&entry.stream, checked) {
                 return Some(entry.stream);
             }
-            self.found_closed(addr, idle_for);
         }
         None
-    }
-
-    /// Remembers that a connection to `addr` was found closed after `idle_for` without use.
-    fn found_closed(&self, addr: SocketAddr, idle_for: Duration) {
-        let mut closes_after = self.closes_after.borrow_mut();
-        let shortest = closes_after.entry(addr).or_insert(idle_for);
-        *shortest = (*shortest).min(idle_for);
     }
 
     /// Takes back a connection whose last exchange ended cleanly and that may serve another. Returns true when
@@ -214,17 +198,8 @@ impl Pool {
     /// sent something unasked). Run by the worker's sweeper.
     pub fn purge(&self, now: Instant) {
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|&addr, list| {
-            list.retain(|entry| {
-                if now >= entry.until {
-                    return false;
-                }
-                let open = looks_open(&entry.stream, false);
-                if !open {
-                    self.found_closed(addr, now.saturating_duration_since(entry.since));
-                }
-                open
-            });
+        idle.retain(|_, list| {
+            list.retain(|entry| now < entry.until && looks_open(&entry.stream, false));
             if list.capacity() > 4 * list.len().max(4) {
                 list.shrink_to_fit();
             }

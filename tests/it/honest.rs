@@ -277,3 +277,32 @@ async fn posts_through_a_backend_that_closes_idle_connections_silently_all_succe
         pauses.len()
     );
 }
+
+#[tokio::test]
+async fn a_download_cut_because_the_client_stopped_reading_ends_with_a_reset() {
+    let backend = crate::harness::TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("backend_response", "1s")
+        .start()
+        .await;
+    // A small receive window, so that lb's writes wait as soon as the client stops reading.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(lb.addr()).await.unwrap();
+    client
+        .write_all(b"GET /download?bytes=50000000 HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    client.read_exact(&mut first).await.unwrap();
+    // Stop reading for longer than backend_response: lb gives up on this client.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (received, reset) = read_to_end_or_reset(&mut client).await;
+    assert!(received.len() + first.len() < 50_000_000);
+    assert!(
+        reset,
+        "the cut download ended with a clean close after {} bytes",
+        received.len()
+    );
+}

@@ -243,3 +243,67 @@ async fn a_head_still_arriving_at_shutdown_gets_408_after_the_grace_and_cuts_not
         signalled.elapsed()
     );
 }
+
+#[tokio::test]
+async fn connections_queued_at_max_connections_are_served_by_the_drain() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder()
+        .backend(&backend)
+        .set("max_connections", 1)
+        .start()
+        .await;
+    let mut holder = RawConn::connect(lb.addr()).await;
+    holder
+        .send(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+        .await;
+    assert_eq!(holder.response().await.status, 200);
+    // Six more wait at the limit: in the kernel's queues, or accepted and waiting for a place.
+    let mut waiting = Vec::new();
+    for _ in 0..6 {
+        let mut conn = RawConn::connect(lb.addr()).await;
+        conn.send(b"GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            .await;
+        waiting.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lb.signal("TERM").await;
+    for (i, conn) in waiting.iter_mut().enumerate() {
+        let answer = conn.try_response().await;
+        assert!(
+            matches!(&answer, Ok(r) if r.status == 200),
+            "waiting client {i}: {answer:?}"
+        );
+    }
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn pipelined_requests_already_sent_at_shutdown_are_all_answered() {
+    let backend = TestBackend::start(1).await;
+    let mut lb = TestLb::builder().backend(&backend).start().await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+    conn.send(
+        b"GET /slow?ms=400 HTTP/1.1\r\nHost: shop.example\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: shop.example\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: shop.example\r\n\r\n",
+    )
+    .await;
+    wait_until("the first is in flight", PATIENCE, async || {
+        backend.hits() == 1
+    })
+    .await;
+    lb.signal("TERM").await;
+    let mut closes = Vec::new();
+    for which in ["first", "second", "third"] {
+        let answer = conn.try_response().await;
+        assert!(
+            matches!(&answer, Ok(r) if r.status == 200),
+            "{which}: {answer:?}"
+        );
+        closes.push(conn.last_said_close());
+    }
+    assert_eq!(closes, [false, false, true], "only the last answer closes");
+    let status = lb.wait_exit(PATIENCE).await;
+    assert!(status.success(), "{status:?}");
+}
