@@ -39,6 +39,12 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl Async
     }
 }
 
+/// The value of the first header called `name` (any case) in a list of name-value pairs.
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let found = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
+    found.map(|(_, v)| v.as_str())
+}
+
 /// An HTTP client for tests: no proxy from the environment, and no request may hang.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
