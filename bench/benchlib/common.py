@@ -1,0 +1,78 @@
+"""What every part of the benchmark shares: the scenarios, the files the backends serve, the cores, log(),
+durations, StartError and median().
+
+Kept in one module so that the others take these facts from one place and none imports another just for a constant:
+the backends write the files whose paths and sizes the scenarios request, and the report prints the cores and the
+memory scenarios' quiet wait that the runs use, so both sides must read the same values.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+BIG_SIZE = 1 << 20  # the static file: 1 MiB
+BIG_PATH = "/static/1m.bin"
+SLOW_SIZE = 50 * BIG_SIZE  # the slowread scenario's file: 50 MiB (the 1 MiB block 50 times: cheap to write)
+SLOW_PATH = "/static/50m.bin"
+SLOW_RCVBUF = 4096  # slowread clients' SO_RCVBUF, set before connect (the kernel doubles it: 8 KiB)
+MEMORY_SCENARIOS = ("burst", "slowread")  # measure memory: a short quiet wait, no repeats for noise
+MEM_QUIET_WAIT = 5.0  # at most this long (s) to wait for a quiet machine before a memory scenario
+PROXY_CORE = "0"
+LOAD_CORE = "1"  # wrk, the idle client, the backends (and this script)
+TARGETS = ("lb", "haproxy", "nginx", "direct")
+PROXIES = ("lb", "haproxy", "nginx")
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    path: str = "/"
+    conns: int = 0
+    close: bool = False
+
+
+SCENARIOS = {
+    "small": Scenario("small", "64 keep-alive connections, tiny responses (`GET /`, 12-byte body), wrk -t1 -c64", "/", 64),
+    "latency": Scenario("latency", "1 keep-alive connection, tiny responses, wrk -t1 -c1", "/", 1),
+    "big": Scenario("big", f"16 keep-alive connections, 1 MiB static file (`GET {BIG_PATH}`), wrk -t1 -c16", BIG_PATH, 16),
+    "close": Scenario(
+        "close",
+        "a new connection per request (`Connection: close`), 64 connections, tiny responses, wrk -t1 -c64",
+        "/",
+        64,
+        close=True,
+    ),
+    "idle": Scenario("idle", "N keep-alive client connections, each made one request and now waits"),
+    "burst": Scenario("burst", "N connections opened first, then one `GET /` on all of them at once; then idle; then closed"),
+    "slowread": Scenario("slowread", f"N clients ask for a 50 MiB file (`GET {SLOW_PATH}`) and never read"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise SystemExit(f"bench: bad duration {text!r} (e.g. 10s, 500ms, 1m)")
+    value = float(m.group(1))
+    return value * {"ms": 0.001, None: 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def wrk_duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"
+
+
+class StartError(Exception):
+    pass
+
+
+def median(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
