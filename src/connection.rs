@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -376,22 +376,10 @@ pub fn nothing_unread(client: &Client) -> bool {
     client.buf.is_empty() && nothing_unread_on(&client.stream)
 }
 
-/// Whether the client socket holds no bytes we have not read (see [`nothing_unread`]).
+/// Whether the client socket holds no bytes we have not read (see [`nothing_unread`]). Readiness can be stale (a
+/// new connection's first report comes after its request was read): a peek then tells.
 pub fn nothing_unread_on(stream: &TcpStream) -> bool {
-    // `try_io` reads the readiness without a system call and, unlike `poll_read_ready`, without tokio's
-    // cooperative budget (which, once spent, reports "not ready" whatever the socket's state).
-    let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
-    // Readiness can be stale (a new connection's first report comes after its request was read): a peek tells,
-    // without taking anything from the socket.
-    !readable || {
-        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let socket = socket2::SockRef::from(stream);
-        match stream.try_io(Interest::READABLE, || socket.peek(&mut probe)) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
-        }
-    }
+    socket::unread(stream, false) != socket::Unread::Pending
 }
 
 /// How long a closing connection keeps reading what the client still sends.

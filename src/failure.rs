@@ -126,11 +126,8 @@ pub fn is_local_shortage(error: &io::Error) -> bool {
 
 /// A short, lowercase description of a socket error, as logs show it (`connection refused`).
 pub fn describe_io(error: &io::Error) -> String {
-    match error.raw_os_error() {
-        Some(libc::EMFILE) => return "too many open files".to_owned(),
-        Some(libc::ENFILE) => return "too many open files in the system".to_owned(),
-        Some(libc::ENOBUFS | libc::ENOMEM) => return "out of socket buffers".to_owned(),
-        _ => {}
+    if is_local_shortage(error) {
+        return describe_io_static(error).to_owned();
     }
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),

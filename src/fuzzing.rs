@@ -48,3 +48,25 @@ pub fn config(text: &str, toml: bool) -> Result<Config, ConfigError> {
         crate::config::from_text(name, text, toml, &Overrides::default())
     })
 }
+
+/// [`config`] on `data`, with what the config targets check: an accepted config has backends, workers and
+/// statuses; an error is one printable line naming the file.
+pub fn check_config(data: &[u8], toml: bool) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match config(text, toml) {
+        Ok(config) => {
+            assert!(!config.backends.is_empty());
+            assert!(config.workers >= 1);
+            assert!(!config.health.statuses.is_empty());
+        }
+        Err(e) => {
+            let line = e.to_string();
+            let name = if toml { "lb.toml" } else { "lb.json" };
+            assert!(line.starts_with(name), "{line}");
+            // One line, nothing that moves a terminal's cursor.
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
+    }
+}

@@ -86,6 +86,41 @@ pub fn try_read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize
     }
 }
 
+/// What a peer sent that we have not read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    Nothing,
+    /// The peer closed its side.
+    Closed,
+    /// Bytes wait (or the socket failed): the connection is not cleanly idle.
+    Pending,
+}
+
+/// Looks at what `stream` holds unread, without taking it. Unless `always`, a socket the reactor has not seen
+/// become readable is taken at its word (no system call: reads that empty a socket clear its readiness); a
+/// readable one, or any with `always`, gets a peek, which also sees a close the reactor has not reported yet.
+pub fn unread(stream: &TcpStream, always: bool) -> Unread {
+    // `try_io` reads the readiness without a system call and, unlike `poll_read_ready`, without tokio's
+    // cooperative budget (which, once spent, reports "not ready" whatever the socket's state).
+    let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
+    if !readable && !always {
+        return Unread::Nothing;
+    }
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let socket = socket2::SockRef::from(stream);
+    let peeked = match readable {
+        // Through `try_io`, so that a peek finding nothing clears stale readiness.
+        true => stream.try_io(Interest::READABLE, || socket.peek(&mut probe)),
+        // A plain system call: tokio's own reads do not even try while the reactor has not reported readiness.
+        false => socket.peek(&mut probe),
+    };
+    match peeked {
+        Ok(0) => Unread::Closed,
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Unread::Nothing,
+        Ok(_) | Err(_) => Unread::Pending,
+    }
+}
+
 /// Acknowledges what arrived at once, and the next few segments too. Wanted when a message's head has come and its
 /// body has not: a sender using Nagle's algorithm (Python's `http.server`, most clients that do not set
 /// TCP_NODELAY) holds a small body back until its head is acknowledged, and a kept-alive or fresh (see the

@@ -47,6 +47,26 @@ struct Timer {
     moved: u64,
 }
 
+impl Timer {
+    /// When `pace` runs out for what this side moved since it first waited.
+    fn paced_until(&self, pace: Option<Pace>) -> Option<Instant> {
+        let pace = pace?;
+        let rate = pace.bytes_per_second.max(1);
+        let earned = Duration::from_secs(self.moved / rate)
+            + Duration::from_nanos((self.moved % rate) * 1_000_000_000 / rate);
+        Some(self.since + (pace.base + earned).min(crate::config::duration::MAX_DURATION))
+    }
+
+    /// Sets the timer to the earlier of the stall limit (from `now`) and the pace's end.
+    fn set(&mut self, now: Instant, limit: Duration, pace: Option<Pace>) {
+        let stall = now + limit;
+        let deadline = self
+            .paced_until(pace)
+            .map_or(stall, |paced| paced.min(stall));
+        self.sleep.as_mut().reset(deadline);
+    }
+}
+
 impl<T> Stall<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
         Stall {
@@ -71,49 +91,31 @@ impl<T> Stall<T> {
         std::mem::take(&mut self.waited)
     }
 
-    /// When the pace runs out, for a timer started `since` that has moved `moved` bytes.
-    fn pace_deadline(&self, since: Instant, moved: u64) -> Option<Instant> {
-        let pace = self.pace?;
-        let rate = pace.bytes_per_second.max(1);
-        let earned = Duration::from_secs(moved / rate)
-            + Duration::from_nanos((moved % rate) * 1_000_000_000 / rate);
-        Some(since + (pace.base + earned).min(crate::config::duration::MAX_DURATION))
-    }
-
-    fn deadline(&self, now: Instant, since: Instant, moved: u64) -> Instant {
-        let stall = now + self.limit;
-        self.pace_deadline(since, moved)
-            .map_or(stall, |paced| paced.min(stall))
-    }
-
     fn moved(&mut self, bytes: usize) {
-        if let Some(timer) = &self.timer {
-            let (since, moved) = (timer.since, timer.moved + bytes as u64);
-            let deadline = self.deadline(Instant::now(), since, moved);
-            let timer = self.timer.as_mut().expect("checked above");
-            timer.moved = moved;
-            timer.sleep.as_mut().reset(deadline);
+        if let Some(timer) = &mut self.timer {
+            timer.moved += bytes as u64;
+            timer.set(Instant::now(), self.limit, self.pace);
         }
     }
 
     /// Called while the inner side is pending: fails once it has been pending for `limit`, or is behind its pace.
     fn waited_too_long(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
-        if self.timer.is_none() {
+        let (limit, pace) = (self.limit, self.pace);
+        let timer = self.timer.get_or_insert_with(|| {
             let now = Instant::now();
-            let deadline = self.deadline(now, now, 0);
-            self.timer = Some(Timer {
-                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            let mut timer = Timer {
+                sleep: Box::pin(tokio::time::sleep_until(now + limit)),
                 since: now,
                 moved: 0,
-            });
-        }
-        let timer = self.timer.as_mut().expect("made above");
+            };
+            timer.set(now, limit, pace);
+            timer
+        });
         if timer.sleep.as_mut().poll(cx).is_pending() {
             return None;
         }
-        let (since, moved) = (timer.since, timer.moved);
-        let behind = self
-            .pace_deadline(since, moved)
+        let behind = timer
+            .paced_until(pace)
             .is_some_and(|paced| paced <= Instant::now());
         Some(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -69,13 +69,12 @@ pub async fn relay(
     request_head: &mut Vec<u8>,
     up_buf: &mut BytesMut,
 ) -> Attempt {
-    let Lease { mut stream, reused } = lease;
+    let mut lease = lease;
     let mut response_out = proxy.buffers().vec();
     let relayed = exchange(
         proxy,
         &leg,
-        &mut stream,
-        reused,
+        &mut lease,
         client,
         request_head,
         up_buf,
@@ -96,7 +95,12 @@ pub async fn relay(
         crate::connection::linger_close(&mut client.stream).await;
     }
     if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() {
-        proxy.keep(leg.backend.addr, stream, relayed.keep, &leg.snapshot.pool);
+        proxy.keep(
+            leg.backend.addr,
+            lease.stream,
+            relayed.keep,
+            &leg.snapshot.pool,
+        );
     }
     Attempt::Delivered {
         status: relayed.status,
@@ -104,12 +108,10 @@ pub async fn relay(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn exchange(
     proxy: &Proxy,
     leg: &Leg<'_>,
-    stream: &mut TcpStream,
-    reused: bool,
+    lease: &mut Lease,
     client: &mut Client,
     request_head: &mut Vec<u8>,
     up_buf: &mut BytesMut,
@@ -135,7 +137,8 @@ async fn exchange(
     // Bytes of the client's next request (pipelined) were already read with this one's.
     let mut pipelined = false;
     let mut send_failed: Option<BodyError> = None;
-    let (mut up_read, mut up_write) = stream.split();
+    let reused = lease.reused;
+    let (mut up_read, mut up_write) = lease.stream.split();
     let (mut client_read, mut client_write) = client.stream.split();
     let client_buf = &mut client.buf;
     let mut send = pin!(async {

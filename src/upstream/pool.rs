@@ -26,12 +26,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::PoolConfig;
 use crate::failure::{describe_io, Failure};
+use crate::h1::socket::{self, Unread};
 
 /// A connection idle for less than this is trusted to be open unless the reactor saw it become readable.
 const TRUST_READINESS: Duration = Duration::from_millis(100);
@@ -222,12 +222,5 @@ impl Pool {
 /// non-blocking read, which also sees a close the reactor has not reported yet (a backend's own idle timeout
 /// firing just now).
 fn looks_open(stream: &TcpStream, checked: bool) -> bool {
-    let readable = stream.try_io(Interest::READABLE, || Ok(())).is_ok();
-    if !readable && !checked {
-        return true;
-    }
-    // A plain system call: tokio's own reads do not even try while the reactor has not reported readiness.
-    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    let peeked = socket2::SockRef::from(stream).peek(&mut probe);
-    matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    socket::unread(stream, checked) == Unread::Nothing
 }
