@@ -1,195 +1,67 @@
-//! One client connection: read a request head, hand it to the proxy, repeat while keep-alive allows.
+//! One client connection: read a request head, hand it to the proxy, act on how the exchange ended, repeat while
+//! keep-alive allows.
 //!
 //! The connection has three phases with their own deadline: waiting for a request (`idle`, closed silently when
 //! it runs out; a new connection waits `client_header`), reading a head (`client_header` from its first byte: a
 //! slowloris gets `408` and a close), and proxying (bounded by the proxy's own timeouts). While waiting, the
 //! connection holds no buffer, no timer of its own (a slot in the worker's `Timers`) and no shutdown waiter,
-//! only its socket's readiness: a buffer is taken when bytes arrive and given back when the exchange is over, so
-//! an idle keep-alive client costs its 256-byte task, its socket registration and a timer slot.
+//! only its transport's readiness: a buffer is taken when bytes arrive and given back when the exchange is over, so
+//! an idle keep-alive client costs its task, its socket registration and a timer slot.
+//!
+//! The connection is the only one that answers on its own (a refused head, 408, and the 502/503/504 of a failed
+//! exchange) and the only one that ends a connection: cleanly, with a lingering close when the client may still
+//! be sending, or with a reset when an answer broke off.
+//!
 //! On shutdown, exchanges in flight finish and every answer written from then on says `connection: close`; a
 //! connection waiting for its next request gets a short grace (a request already on its way is answered, and
 //! closed), then closes; the worker is done when its last connection is.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::Buf;
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
-use crate::admission::ConnectionLimit;
+use crate::access_log::{self, Request};
+use crate::failure::{Failure, CLIENT_CLOSED_REQUEST};
 use crate::h1::buffers::Buffers;
+use crate::h1::client::{linger_close, Client, LINGER};
 use crate::h1::request::{self, RequestHead};
-use crate::h1::write;
-use crate::h1::{body, socket, HeadScan};
-use crate::proxy::Proxy;
+use crate::h1::socket::read_into;
+use crate::h1::transport::Transport;
+use crate::h1::{body, write, BodyLength, HeadScan};
+use crate::proxy::{self, Outcome};
 use crate::timers::Elapsed;
+use crate::worker::{Open, Worker};
 
 /// The first allocation for a request head; it grows up to the head limit.
 const HEAD_BUFFER: usize = 2 * 1024;
 
-/// A client connection as the proxy sees it: the socket, who is on the other end, and bytes read but not yet
-/// used (a body's start, or a pipelined request).
-pub struct Client {
-    pub stream: TcpStream,
-    pub peer: SocketAddr,
-    pub buf: BytesMut,
-    /// Whether TCP_NODELAY is on (see [`no_delay`]).
-    pub nodelay: bool,
-}
-
-/// What every connection of a worker shares.
-pub struct Shared {
-    proxy: Proxy,
-    counts: Arc<WorkerCounts>,
-    limit: Arc<ConnectionLimit>,
-    /// Raised when the last connection (during a drain) or the last exchange closes.
-    quiet: Notify,
-}
-
-/// A worker's connections and exchanges in flight, readable by other threads (the drain deadline counts the
-/// requests it cuts; later the metrics). Written only by the worker: a plain store, no shared atomic write.
-#[derive(Debug, Default)]
-pub struct WorkerCounts {
-    /// Client connections open.
-    open: AtomicUsize,
-    /// Requests being proxied (from a whole head to the end of the answer).
-    in_flight: AtomicUsize,
-}
-
-impl WorkerCounts {
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// Adds `delta` to a counter only this thread writes, and answers the new value.
-fn bump(counter: &AtomicUsize, delta: isize) -> usize {
-    let value = counter.load(Ordering::Relaxed).wrapping_add_signed(delta);
-    counter.store(value, Ordering::Relaxed);
-    value
-}
-
-impl Shared {
-    pub fn new(proxy: Proxy, counts: Arc<WorkerCounts>, limit: Arc<ConnectionLimit>) -> Self {
-        Shared {
-            proxy,
-            counts,
-            limit,
-            quiet: Notify::new(),
-        }
-    }
-
-    /// The worker's proxy (its pool, buffers and timers).
-    pub fn proxy(&self) -> &Proxy {
-        &self.proxy
-    }
-
-    /// Whether no request is being proxied.
-    pub fn is_quiet(&self) -> bool {
-        self.counts.in_flight() == 0
-    }
-
-    /// Starts the drain: from now on answers close their connections, and a connection waiting for its next
-    /// request waits at most `grace` (a request already on its way is still answered). Returns when every
-    /// connection of this worker has closed.
-    pub async fn drain(&self, grace: Duration) {
-        self.proxy.start_draining();
-        self.proxy.timers().drain(grace);
-        while self.counts.open() > 0 {
-            self.quiet.notified().await;
-        }
-    }
-}
-
-/// Counts one exchange in flight for as long as it lives.
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn enter(shared: &'a Shared) -> Self {
-        bump(&shared.counts.in_flight, 1);
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if bump(&self.0.counts.in_flight, -1) == 0 {
-            self.0.quiet.notify_waiters();
-        }
-    }
-}
-
-/// One open client connection, counted (for this worker, and against `max_connections`) from the moment it was
-/// accepted ([`spawn`]) until its task ends.
-struct Open<'a>(&'a Shared);
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        self.0.limit.release();
-        if bump(&self.0.counts.open, -1) == 0 {
-            self.0.quiet.notify_waiters();
-        }
-    }
-}
-
-impl Client {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
-        Client {
-            stream,
-            peer,
-            buf: BytesMut::new(),
-            nodelay: false,
-        }
-    }
-}
-
-/// Turns Nagle's algorithm off on a client connection, once, when it first matters: before an answer that takes
-/// more than one write, and once a connection carries a second answer (a pipelined one could otherwise wait for
-/// the acknowledgement of the first). An answer written in one piece with nothing unacknowledged before it is never
-/// delayed, so a connection that makes one small request and closes never pays for the system call (nginx too sets
-/// the option only on the way to keep-alive).
-pub fn no_delay(stream: &TcpStream, set: &mut bool) {
-    if !*set {
-        *set = true;
-        let _ = stream.set_nodelay(true);
-    }
-}
-
 /// Starts serving a connection just accepted (and counted against `max_connections`) on this worker. It counts as
 /// open from now on, not from when its task first runs: a drain that starts in between still waits for it.
-pub fn spawn(client: Client, shared: &Rc<Shared>) {
-    bump(&shared.counts.open, 1);
-    tokio::task::spawn_local(serve(client, shared.clone()));
+pub fn spawn<T: Transport + 'static>(client: Client<T>, worker: &Rc<Worker>) {
+    tokio::task::spawn_local(serve(client, worker.open()));
 }
 
 /// Serves one client connection until it closes or times out (during a drain, its wait for another request is
-/// cut short: see [`Shared::drain`]). Releases its place (`max_connections`, and this worker's open count) when it
+/// cut short: see [`Worker::drain`]). Releases its place (`max_connections`, and this worker's open count) when it
 /// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
+fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output = ()> {
     async move {
-        let _open = Open(&shared);
+        let worker = open.worker();
         let mut first = true;
         loop {
-            let buffers = shared.proxy.buffers();
+            let buffers = worker.buffers();
             if first && client.buf.is_empty() {
                 // A new connection's request has usually arrived with it: read it at once rather than after the
                 // reactor's first report, one round of the event loop later (HAProxy reads speculatively too).
                 client.buf = buffers.bytes();
-                match socket::read_now(&client.stream, &mut client.buf) {
+                match client.stream.read_now(&mut client.buf) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -202,15 +74,14 @@ fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
             }
             if client.buf.is_empty() {
                 let wait = {
-                    let timeouts = shared.proxy.timeouts();
+                    let timeouts = worker.timeouts();
                     if first {
                         timeouts.client_header
                     } else {
                         timeouts.idle
                     }
                 };
-                if shared
-                    .proxy
+                if worker
                     .timers()
                     .readable(&client.stream, wait)
                     .await
@@ -221,7 +92,7 @@ fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
                 // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that
                 // arrived make the connection take a buffer and start an exchange.
                 client.buf = buffers.bytes();
-                match socket::try_read_into(&client.stream, &mut client.buf) {
+                match client.stream.try_read_into(&mut client.buf) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -236,22 +107,21 @@ fn serve(mut client: Client, shared: Rc<Shared>) -> impl Future<Output = ()> {
             first = false;
             // A box keeps the connection's own future small while it waits: the exchange's state lives only while
             // there is an exchange.
-            let keep_alive = Box::pin(exchange(&mut client, &shared)).await;
+            let keep_alive = Box::pin(exchange(&mut client, worker)).await;
             if client.buf.is_empty() || !keep_alive {
                 buffers.recycle_bytes(std::mem::take(&mut client.buf));
             }
             if !keep_alive {
                 return;
             }
-            no_delay(&client.stream, &mut client.nodelay);
+            client.no_delay();
         }
     }
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
-async fn exchange(client: &mut Client, shared: &Shared) -> bool {
-    let proxy = &shared.proxy;
-    let buffers = proxy.buffers();
+async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool {
+    let buffers = worker.buffers();
     let mut scan = HeadScan::default();
     // Most heads arrive whole in their first read: those need no timer. The others have `client_header` (cut
     // short by a drain, as a wait for a request is).
@@ -259,7 +129,9 @@ async fn exchange(client: &mut Client, shared: &Shared) -> bool {
         Ok(Some(head)) => Ok(Ok(Some(head))),
         Ok(None) => {
             let read = read_head(client, buffers, &mut scan);
-            let deadline = proxy.timers().head_deadline(proxy.timeouts().client_header);
+            let deadline = worker
+                .timers()
+                .head_deadline(worker.timeouts().client_header);
             tokio::select! {
                 biased;
                 read = read => Ok(read),
@@ -289,10 +161,57 @@ async fn exchange(client: &mut Client, shared: &Shared) -> bool {
         }
     };
     if body::small_rest_to_come(head.body, client.buf.len()) {
-        socket::acknowledge_now(&client.stream);
+        client.stream.acknowledge_now();
     }
-    let in_flight = InFlight::enter(shared);
-    let keep_alive = proxy.handle(client, &head, &raw).await;
+    let in_flight = worker.exchange();
+    let started = Instant::now();
+    let outcome = proxy::handle(worker, client, &head, &raw).await;
+    let request = Request {
+        peer: client.peer,
+        head: &head,
+        raw: &raw,
+    };
+    let (status, backend, keep_alive) = match outcome {
+        Outcome::Delivered {
+            status,
+            backend,
+            keep_alive,
+            request_read,
+        } => {
+            // Only a connection that ends is looked at (a look may cost a system call). One with the client's
+            // bytes still coming (the rest of a body, another request) is read away for a moment, so that the
+            // close does not reset it under the answer just sent.
+            let ends_cleanly = || request_read && client.nothing_unread();
+            if !keep_alive && !ends_cleanly() {
+                linger_close(&mut client.stream).await;
+            }
+            (status, Some(backend), keep_alive)
+        }
+        Outcome::Failed(error) => {
+            access_log::failure(&request, &error);
+            if error.failure == Failure::ClientGone {
+                (CLIENT_CLOSED_REQUEST, error.backend, false)
+            } else {
+                let clean = head.body == BodyLength::Empty && head.keep_alive && !worker.draining();
+                let kept = answer(client, error.status(), clean).await;
+                (error.status(), error.backend, kept)
+            }
+        }
+        Outcome::Broken(error) => {
+            access_log::failure(&request, &error);
+            // The answer was cut (by the backend, or because the client stopped reading): a reset, not a clean
+            // end, so that no client takes a truncated body for a complete one.
+            client.stream.reset_on_close();
+            let status = match error.failure {
+                Failure::ClientGone | Failure::ClientTooSlow => CLIENT_CLOSED_REQUEST,
+                _ => error.status(),
+            };
+            (status, error.backend, false)
+        }
+    };
+    if worker.routing().load().access_log {
+        access_log::exchange(&request, status, backend, started.elapsed());
+    }
     drop(in_flight);
     buffers.recycle_vec(raw);
     keep_alive
@@ -304,8 +223,8 @@ enum HeadError {
 }
 
 /// Reads until a whole request head is in the buffer, and takes it out. `None`: the client closed cleanly.
-async fn read_head(
-    client: &mut Client,
+async fn read_head<T: Transport>(
+    client: &mut Client<T>,
     buffers: &Buffers,
     scan: &mut HeadScan,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
@@ -317,7 +236,7 @@ async fn read_head(
             let grow = client.buf.capacity().clamp(HEAD_BUFFER, request::MAX_HEAD);
             client.buf.reserve(grow);
         }
-        match socket::read_into(&mut client.stream, &mut client.buf).await {
+        match read_into(&mut client.stream, &mut client.buf).await {
             Ok(0) if client.buf.is_empty() => return Ok(None),
             Ok(0) => {
                 return Err(HeadError::Io(io::Error::new(
@@ -334,8 +253,8 @@ async fn read_head(
 /// Takes a whole request head out of the buffer if it is there (copied into a buffer of its own, so the read buffer
 /// stays unshared and reusable). The buffer is parsed only when `scan` finds it worth it, or when it has grown past
 /// a limit (which the parser then refuses).
-fn take_head(
-    client: &mut Client,
+fn take_head<T: Transport>(
+    client: &mut Client<T>,
     buffers: &Buffers,
     scan: &mut HeadScan,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, request::Refusal> {
@@ -358,52 +277,21 @@ fn take_head(
 }
 
 /// Answers a request we will not forward, and closes.
-async fn refuse(client: &mut Client, status: StatusCode) {
+async fn refuse<T: Transport>(client: &mut Client<T>, status: StatusCode) {
+    answer(client, status, false).await;
+}
+
+/// Writes an answer of our own; unless `keep`, says `connection: close` and closes (lingering). Returns whether the
+/// connection can carry another request.
+async fn answer<T: Transport>(client: &mut Client<T>, status: StatusCode, keep: bool) -> bool {
     let mut out = Vec::with_capacity(192);
-    write::error_response(&mut out, status, true);
-    if tokio::time::timeout(LINGER, client.stream.write_all(&out))
-        .await
-        .is_ok()
-    {
+    write::error_response(&mut out, status, !keep);
+    let written = matches!(
+        tokio::time::timeout(LINGER, client.stream.write_all(&out)).await,
+        Ok(Ok(()))
+    );
+    if written && !keep {
         linger_close(&mut client.stream).await;
     }
-}
-
-/// Whether the client has sent nothing we have not read: no bytes left in the buffer, and none waiting in the socket
-/// (reads that empty the socket clear its readiness, see `h1::socket`, so mostly this costs no system call).
-/// Closing such a connection ends it cleanly; closing one with unread input would reset it.
-pub fn nothing_unread(client: &Client) -> bool {
-    client.buf.is_empty() && nothing_unread_on(&client.stream)
-}
-
-/// Whether the client socket holds no bytes we have not read (see [`nothing_unread`]). Readiness can be stale (a
-/// new connection's first report comes after its request was read): a peek then tells.
-pub fn nothing_unread_on(stream: &TcpStream) -> bool {
-    socket::unread(stream, false) != socket::Unread::Pending
-}
-
-/// How long a closing connection keeps reading what the client still sends.
-pub const LINGER: Duration = Duration::from_secs(1);
-/// How much it reads at most before closing anyway.
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// Closes our side after a final answer, then reads (and drops) what the client still sends for a moment.
-/// Closing a socket with unread input makes the kernel send a reset, which can destroy the answer before the
-/// client reads it: nginx's "lingering close" avoids that, and so do we.
-pub async fn linger_close(stream: &mut TcpStream) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let _ = tokio::time::timeout(LINGER, async {
-        // On the heap: an array here would sit in the future of every exchange that might linger (4 KiB each).
-        let mut sink = vec![0u8; 4096];
-        let mut total = 0;
-        while total < LINGER_BYTES {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
+    written && keep
 }

@@ -21,6 +21,7 @@
 //! - `signal`: SIGINT/SIGTERM as one shutdown future; SIGHUP caught and logged.
 //! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
+mod access_log;
 mod admission;
 mod balance;
 pub mod cli;
@@ -38,5 +39,6 @@ mod server;
 pub mod signal;
 mod timers;
 mod upstream;
+mod worker;
 
 pub use server::{Drained, Server, StartError};

@@ -70,6 +70,9 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
                 tracing::warn!("drain deadline passed: {} {requests} still in flight cut; stopped", drained.cut);
                 return ExitCode::FAILURE;
             }
+            if drained.tunnels > 0 {
+                tracing::info!("drain deadline passed: {} tunnels closed", drained.tunnels);
+            }
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }

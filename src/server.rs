@@ -28,12 +28,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
-use crate::connection::{self, WorkerCounts};
+use crate::connection;
 use crate::failure::{describe_io_static, is_local_shortage};
+use crate::h1::client::Client;
 use crate::health;
 use crate::log_limit::{self, Subject};
-use crate::proxy::Proxy;
 use crate::upstream::{Routing, Snapshot};
+use crate::worker::{Worker, WorkerCounts};
 
 /// How long, once shutdown begins, a connection waiting for its next request may still send one.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -62,8 +63,11 @@ pub struct Server {
 /// How a shutdown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
-    /// Requests still in flight when the drain deadline passed (0: a clean drain).
+    /// Requests still in flight when the drain deadline passed, tunnels not counted (0: a clean drain).
     pub cut: usize,
+    /// Tunnels (upgraded connections) still open when the drain deadline passed: they close with the process, as
+    /// expected of a long-lived tunnel, so they do not make the drain unclean.
+    pub tunnels: usize,
 }
 
 impl Server {
@@ -174,13 +178,21 @@ impl Server {
             }
         };
         let drained = tokio::time::timeout(self.drain, all_done).await.is_ok();
-        let cut = match drained {
-            true => 0,
-            false => self.counts.iter().map(|c| c.in_flight()).sum(),
+        let (in_flight, tunnels) = match drained {
+            true => (0, 0),
+            false => self
+                .counts
+                .iter()
+                .fold((0, 0), |(requests, tunnels), counts| {
+                    (requests + counts.in_flight(), tunnels + counts.tunnels())
+                }),
         };
         self.health.shutdown().await;
         log_limit::flush();
-        Drained { cut }
+        Drained {
+            cut: in_flight.saturating_sub(tunnels),
+            tunnels,
+        }
     }
 }
 
@@ -279,14 +291,9 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
                 return;
             }
         };
-        let proxy = Proxy::new(routing);
-        let shared = Rc::new(connection::Shared::new(proxy, counts, limit.clone()));
-        let sweeper = shared.clone();
-        tokio::task::spawn_local(async move {
-            let proxy = sweeper.proxy();
-            let chores = |now| proxy.sweep(now, sweeper.is_quiet());
-            proxy.timers().sweep(|| proxy.timer_tick(), chores).await
-        });
+        let worker = Rc::new(Worker::new(routing, counts, limit.clone()));
+        let sweeper = worker.clone();
+        tokio::task::spawn_local(async move { sweeper.sweep().await });
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -309,8 +316,7 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
                 }
                 () = limit.acquire() => false,
             };
-            let client = connection::Client::new(stream, peer);
-            connection::spawn(client, &shared);
+            connection::spawn(Client::new(stream, peer), &worker);
             if stopping {
                 break;
             }
@@ -326,13 +332,12 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
                         continue;
                     };
                     limit.force();
-                    let client = connection::Client::new(stream, peer);
-                    connection::spawn(client, &shared);
+                    connection::spawn(Client::new(stream, peer), &worker);
                 }
             }
             Err(error) => tracing::debug!(%error, "cannot take the listen queue"),
         }
-        shared.drain(DRAIN_GRACE).await;
+        worker.drain(DRAIN_GRACE).await;
     });
     let _ = done.send(());
 }

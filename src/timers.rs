@@ -20,7 +20,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use slab::Slab;
-use tokio::net::TcpStream;
+
+use crate::h1::transport::Transport;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -48,8 +49,8 @@ pub struct Elapsed;
 
 impl Timers {
     /// Waits until `stream` has something to read (or an error to report): `Ok`; or until `wait` has passed:
-    /// `Err(Elapsed)`. A socket already readable costs no slot.
-    pub fn readable<'a>(&'a self, stream: &'a TcpStream, wait: Duration) -> Readable<'a> {
+    /// `Err(Elapsed)`. A stream already readable costs no slot.
+    pub fn readable<'a, T: Transport>(&'a self, stream: &'a T, wait: Duration) -> Readable<'a, T> {
         Readable {
             stream,
             deadline: self.deadline(wait),
@@ -156,8 +157,8 @@ impl Timers {
 
 /// See [`Timers::readable`]. Written by hand rather than as an `async fn`, and compact (24 bytes): it is what
 /// every waiting connection holds, and with it a connection's task fits tokio's 256-byte allocation step.
-pub struct Readable<'a> {
-    stream: &'a TcpStream,
+pub struct Readable<'a, T> {
+    stream: &'a T,
     deadline: Deadline<'a>,
 }
 
@@ -165,11 +166,11 @@ const NO_SLOT: u32 = u32::MAX;
 /// Slots an empty slab may keep.
 const SHRINK_ABOVE: usize = 1024;
 
-impl Future for Readable<'_> {
+impl<T: Transport> Future for Readable<'_, T> {
     type Output = Result<(), Elapsed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.stream.poll_read_ready(cx).is_ready() {
+        if self.stream.poll_readable(cx).is_ready() {
             return Poll::Ready(Ok(()));
         }
         self.deadline.poll_kind(cx, true).map(|()| Err(Elapsed))

@@ -61,6 +61,7 @@ pub struct FileTimeouts {
     pub backend_response: Option<PositiveDuration>,
     pub idle: Option<PositiveDuration>,
     pub request_body: Option<PositiveDuration>,
+    pub tunnel_idle: Option<PositiveDuration>,
     pub drain: Option<FileDuration>,
 }
 

@@ -94,6 +94,8 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A request body must arrive within this, plus one second for every [`MIN_BODY_RATE`] bytes it carries.
     pub request_body: Duration,
+    /// A tunnel (an upgraded connection: WebSocket...) with no bytes either way for this long is closed.
+    pub tunnel_idle: Duration,
     pub drain: Duration,
 }
 
@@ -316,6 +318,7 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         backend_response: secs(t.backend_response, 60),
         idle: secs(t.idle, 60),
         request_body: secs(t.request_body, 30),
+        tunnel_idle: secs(t.tunnel_idle, 3600),
         drain: overrides
             .drain
             .or(t.drain.map(|d| d.0))

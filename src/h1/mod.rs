@@ -16,6 +16,7 @@
 pub mod body;
 pub mod buffers;
 pub mod chunked;
+pub mod client;
 #[cfg(test)]
 mod differential;
 pub mod request;
@@ -23,6 +24,7 @@ pub mod response;
 mod scan;
 pub mod socket;
 pub mod stall;
+pub mod transport;
 mod uri;
 pub mod write;
 

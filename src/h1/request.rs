@@ -42,6 +42,9 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// A `Connection` header names other headers (which must then not be forwarded either).
     pub connection_names: bool,
+    /// The request asks to switch protocols (HTTP/1.1, `Connection: upgrade` and one `Upgrade` naming a protocol
+    /// other than `h2c`): the `Upgrade` value.
+    pub upgrade: Option<Range<usize>>,
 }
 
 /// Why a head was refused, as the status to answer with and a reason for the log.
@@ -132,6 +135,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     let mut close = false;
     let mut keep_alive = false;
     let mut connection_names = false;
+    let mut connection_upgrade = false;
+    let mut upgrades: Vec<Range<usize>> = Vec::new();
     for field in request.headers.iter() {
         let name = offset(buf, field.name.as_bytes());
         let value = offset(buf, field.value);
@@ -166,6 +171,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             connection_names |= names_headers(field.value);
             close |= contains_token(field.value, b"close");
             keep_alive |= contains_token(field.value, b"keep-alive");
+            connection_upgrade |= contains_token(field.value, b"upgrade");
+        } else if lower.eq_ignore_ascii_case(b"upgrade") {
+            upgrades.push(value.clone());
         }
         headers.push(Header { name, value });
     }
@@ -218,8 +226,23 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             keep_alive && !close
         },
         connection_names,
+        // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored; `h2c` is HTTP/2 for us to speak, not a tunnel.
+        upgrade: match (minor, connection_upgrade, upgrades.as_slice()) {
+            (1, true, [one]) if upgrade_protocols(&buf[one.clone()]).next().is_some() => {
+                Some(one.clone())
+            }
+            _ => None,
+        },
     };
     Ok(Some((head, length)))
+}
+
+/// The protocols an `Upgrade` value names that a tunnel may carry: every one but `h2c`.
+pub fn upgrade_protocols(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case(b"h2c"))
 }
 
 /// For a head still incomplete: whether it has already gone past a limit.

@@ -15,11 +15,11 @@ use std::net::IpAddr;
 
 use http::StatusCode;
 
-use super::request::RequestHead;
+use super::request::{upgrade_protocols, RequestHead};
 use super::response::ResponseHead;
 use super::{contains_token, BodyLength, Header};
 
-const HOP_BY_HOP: [&[u8]; 7] = [
+const HOP_BY_HOP: [&[u8]; 8] = [
     b"connection",
     b"keep-alive",
     b"te",
@@ -27,6 +27,8 @@ const HOP_BY_HOP: [&[u8]; 7] = [
     b"transfer-encoding",
     b"upgrade",
     b"proxy-connection",
+    // HTTP/2's settings for an `Upgrade: h2c` (RFC 9113 §3.2.1: connection-specific), which we never forward.
+    b"http2-settings",
 ];
 
 fn is_hop_by_hop(name: &[u8]) -> bool {
@@ -110,6 +112,16 @@ pub fn request_head(
         } else {
             header(out, name, value);
         }
+    }
+    if let Some(upgrade) = head.upgrade.clone() {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
+        for (i, protocol) in upgrade_protocols(&buf[upgrade]).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(protocol);
+        }
+        out.extend_from_slice(b"\r\n");
     }
     // The framing is stated by us, from what we parsed: no header the client named in `Connection` (nor a
     // duplicate) can make the backend read the body differently from how we send it.
@@ -222,6 +234,7 @@ pub struct ClientFraming {
 
 /// The response head the client gets. An informational (1xx) head is written with its own headers only.
 pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing: ClientFraming) {
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status.as_str().as_bytes());
     out.push(b' ');
@@ -234,16 +247,20 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
     out.extend_from_slice(b"\r\n");
     for field in &head.headers {
         let name = &buf[field.name.clone()];
-        // Content-Length is stated by us below, from what we parsed.
-        if is_hop_by_hop(name)
+        // Content-Length is stated by us below, from what we parsed. A `101` keeps the protocol it switches to.
+        let kept_upgrade = switching && name.eq_ignore_ascii_case(b"upgrade");
+        let dropped = is_hop_by_hop(name)
             || name.eq_ignore_ascii_case(b"content-length")
-            || (head.connection_names && named_by_connection(buf, &head.headers, name))
-        {
+            || (head.connection_names && named_by_connection(buf, &head.headers, name));
+        if dropped && !kept_upgrade {
             continue;
         }
         header(out, name, &buf[field.value.clone()]);
     }
     if head.status.is_informational() {
+        if switching {
+            out.extend_from_slice(b"connection: upgrade\r\n");
+        }
         out.extend_from_slice(b"\r\n");
         return;
     }

@@ -5,27 +5,31 @@
 //! before it has read the whole body (and keep reading it), and `Expect: 100-continue` needs the 100 to reach the
 //! client before the body comes. The outcome says which side failed and whether anything reached the client yet,
 //! because that decides everything after: a retry, an error answer, or a cut connection.
+//!
+//! The relay's second mode: a request that asks to upgrade (`Connection: upgrade` + `Upgrade`) and gets `101
+//! Switching Protocols` becomes a tunnel (`tunnel`) once the `101` is relayed; the backend connection is then never
+//! pooled. Any other answer to such a request is an ordinary response.
 
 use std::pin::pin;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
-use tokio::net::tcp::ReadHalf;
-use tokio::net::TcpStream;
 
 use super::error::ProxyError;
-use super::Proxy;
+use super::informational::{receive_head, Asked, Receive};
+use super::tunnel;
 use crate::config::MIN_BODY_RATE;
-use crate::connection::Client;
-use crate::failure::{describe_io, Failure};
+use crate::failure::Failure;
 use crate::h1::body::{self, BodyError, Coding, Limits};
+use crate::h1::client::{no_delay, Client};
 use crate::h1::request::RequestHead;
-use crate::h1::response::{self, ResponseHead};
-use crate::h1::socket;
+use crate::h1::socket::{self, Unread};
 use crate::h1::stall::Pace;
+use crate::h1::transport::{ClientWrite, Transport};
 use crate::h1::write::{self, ClientFraming};
-use crate::h1::{BodyLength, HeadScan};
+use crate::h1::BodyLength;
 use crate::upstream::{Backend, KeepAlive, Lease, Snapshot};
+use crate::worker::Worker;
 
 /// What one attempt is about.
 pub struct Leg<'a> {
@@ -42,6 +46,8 @@ pub enum Attempt {
         status: StatusCode,
         /// The client connection can carry another request.
         keep_alive: bool,
+        /// The whole request was read from the client.
+        request_read: bool,
     },
     /// The request reached the backend, which failed before answering; it may be sent again.
     Retry(ProxyError),
@@ -58,21 +64,23 @@ struct Relayed {
     backend_keep_alive: bool,
     request_sent: bool,
     keep: KeepAlive,
+    /// The answer was `101 Switching Protocols`: a tunnel follows.
+    upgraded: bool,
 }
 
 /// Sends the request (its head is `request_head`) over `lease` and relays the answer to `client`.
-pub async fn relay(
-    proxy: &Proxy,
+pub async fn relay<T: Transport>(
+    worker: &Worker,
     leg: Leg<'_>,
     lease: Lease,
-    client: &mut Client,
+    client: &mut Client<T>,
     request_head: &mut Vec<u8>,
     up_buf: &mut BytesMut,
 ) -> Attempt {
     let mut lease = lease;
-    let mut response_out = proxy.buffers().vec();
+    let mut response_out = worker.buffers().vec();
     let relayed = exchange(
-        proxy,
+        worker,
         &leg,
         &mut lease,
         client,
@@ -81,21 +89,24 @@ pub async fn relay(
         &mut response_out,
     )
     .await;
-    proxy.buffers().recycle_vec(response_out);
+    worker.buffers().recycle_vec(response_out);
     let relayed = match relayed {
         Ok(relayed) => relayed,
         Err(attempt) => return attempt,
     };
-    // Only a connection that ends is looked at (a look may cost a system call).
-    let ends_cleanly = || relayed.request_sent && crate::connection::nothing_unread(client);
-    if !relayed.keep_alive && !ends_cleanly() {
-        // Part of the request body, or another request, is still coming: read it away for a moment, so that
-        // closing does not reset the connection under the answer just sent. Otherwise the close that follows
-        // sends the end of the stream by itself.
-        crate::connection::linger_close(&mut client.stream).await;
+    if relayed.upgraded {
+        let _open = worker.tunnel();
+        let idle = leg.snapshot.timeouts.tunnel_idle;
+        let ended = tunnel::run(client, &mut lease.stream, up_buf, idle).await;
+        tracing::debug!(peer = %client.peer, backend = leg.backend.id, ?ended, "tunnel ended");
+        return Attempt::Delivered {
+            status: relayed.status,
+            keep_alive: false,
+            request_read: true,
+        };
     }
     if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() {
-        proxy.keep(
+        worker.keep(
             leg.backend.addr,
             lease.stream,
             relayed.keep,
@@ -105,14 +116,15 @@ pub async fn relay(
     Attempt::Delivered {
         status: relayed.status,
         keep_alive: relayed.keep_alive,
+        request_read: relayed.request_sent,
     }
 }
 
-async fn exchange(
-    proxy: &Proxy,
+async fn exchange<T: Transport>(
+    worker: &Worker,
     leg: &Leg<'_>,
     lease: &mut Lease,
-    client: &mut Client,
+    client: &mut Client<T>,
     request_head: &mut Vec<u8>,
     up_buf: &mut BytesMut,
     response_out: &mut Vec<u8>,
@@ -126,6 +138,11 @@ async fn exchange(
     let timeouts = &snapshot.timeouts;
     let head_request = head.method == Method::HEAD;
     let http11 = head.minor == 1;
+    let asked = Asked {
+        head_request,
+        http11,
+        upgrade: head.upgrade.is_some(),
+    };
     let request_limits = Limits {
         stall: timeouts.idle,
         pace: Some(Pace {
@@ -155,19 +172,12 @@ async fn exchange(
         sent.await.map(|()| !client_buf.is_empty())
     });
     let received = {
-        let client_socket = client_write.as_ref();
-        let mut receive = pin!(receive_head(
-            &mut up_read,
-            up_buf,
-            head_request,
-            client_socket,
-            http11,
-        ));
+        let mut receive = pin!(receive_head(&mut up_read, up_buf, asked, &mut client_write));
 
         // The backend has `backend_response` to answer once it has the whole request, or once it stopped taking
         // the body; until then, the body moving at all is what counts (its own limits). The deadline is polled only
         // from then on, and counts from its first poll.
-        let mut deadline = pin!(proxy.timers().deadline(timeouts.backend_response));
+        let mut deadline = pin!(worker.timers().deadline(timeouts.backend_response));
         loop {
             tokio::select! {
                 biased;
@@ -219,6 +229,28 @@ async fn exchange(
             }
         }
     })?;
+    let upgraded = response.status == StatusCode::SWITCHING_PROTOCOLS;
+    if upgraded && !request_sent {
+        // The tunnel starts where the request ends: the rest of its body goes first.
+        let sent = match send_failed.take() {
+            Some(error) => Err(error),
+            None => (&mut send).await,
+        };
+        match sent {
+            Ok(more) => (request_sent, pipelined) = (true, more),
+            Err(error) if error.is_source() => {
+                return Err(Attempt::Fail(ProxyError::client_body(backend.id, &error)))
+            }
+            Err(error) => {
+                let detail = format!("switched protocols before taking the whole request: {error}");
+                return Err(Attempt::Fail(ProxyError::new(
+                    Failure::Closed,
+                    Some(backend.id),
+                    detail,
+                )));
+            }
+        }
+    }
 
     // The response head goes to the client together with the body's first bytes. Keep-alive is decided now: only
     // when the whole request is already sent can the connection be trusted for the next one.
@@ -237,9 +269,7 @@ async fn exchange(
     };
     // While draining, the answer closes the connection, unless the client's next request is already here (it must
     // be answered too, and a `close` would forbid that: RFC 9112 §9.6).
-    let closing = proxy.draining()
-        && !pipelined
-        && crate::connection::nothing_unread_on(client_write.as_ref());
+    let closing = worker.draining() && !pipelined && client_write.unread() != Unread::Pending;
     let keep_alive = head.keep_alive
         && request_sent
         && !closing
@@ -257,7 +287,7 @@ async fn exchange(
         socket::acknowledge_now(up_read.as_ref());
     }
     if !body::fits_one_write(response.body, up_buf.len()) {
-        crate::connection::no_delay(client_write.as_ref(), &mut client.nodelay);
+        no_delay(&client_write, &mut client.nodelay);
     }
     let response_limits = Limits {
         stall: timeouts.backend_response,
@@ -303,6 +333,7 @@ async fn exchange(
         keep_alive,
         backend_keep_alive: response.keep_alive,
         request_sent,
+        upgraded,
         keep: KeepAlive {
             announced: response
                 .keep_alive_timeout
@@ -312,103 +343,4 @@ async fn exchange(
                 || response.status == StatusCode::NOT_MODIFIED,
         },
     })
-}
-
-/// Why no response head came back.
-enum Receive {
-    /// The backend had the whole request and did not answer within `backend_response`.
-    TimedOut,
-    /// The backend closed or reset the connection; `answered`: some response bytes had arrived.
-    Closed {
-        failure: Failure,
-        detail: String,
-        answered: bool,
-    },
-    Bad(response::BadResponse),
-    /// Forwarding an informational response to the client failed.
-    ClientGone,
-}
-
-/// Reads the backend's final response head, forwarding informational (1xx) ones to an HTTP/1.1 client.
-async fn receive_head(
-    up_read: &mut ReadHalf<'_>,
-    up_buf: &mut BytesMut,
-    head_request: bool,
-    client: &TcpStream,
-    http11: bool,
-) -> Result<(ResponseHead, usize), Receive> {
-    let mut answered = false;
-    let mut scan = HeadScan::default();
-    loop {
-        if !up_buf.is_empty() {
-            answered = true;
-        }
-        // Only a buffer that holds a whole head (or has grown past the limit) is parsed: a head that trickles in
-        // costs linear work, not a parse per read.
-        if scan.ready(up_buf) || up_buf.len() >= response::MAX_HEAD {
-            if let Some((head, length)) =
-                response::parse(up_buf, head_request).map_err(Receive::Bad)?
-            {
-                if !head.status.is_informational() {
-                    return Ok((head, length));
-                }
-                if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                    // We never forward Upgrade, so a backend switching protocols is not speaking to us.
-                    return Err(Receive::Bad(response::BadResponse(
-                        "unexpected 101 Switching Protocols",
-                    )));
-                }
-                let mut out = Vec::with_capacity(length);
-                if http11 {
-                    let framing = ClientFraming {
-                        chunked: false,
-                        keep_alive: true,
-                        http10: false,
-                        codings: false,
-                    };
-                    write::response_head(&mut out, &up_buf[..length], &head, framing);
-                }
-                up_buf.advance(length);
-                scan = HeadScan::default();
-                if http11 {
-                    // The final answer follows this one: it must not wait for this one's acknowledgement.
-                    let _ = client.set_nodelay(true);
-                    write_all(client, &out)
-                        .await
-                        .map_err(|_| Receive::ClientGone)?;
-                }
-                continue;
-            }
-        }
-        match body::fill(up_read, up_buf).await {
-            Ok(0) => {
-                return Err(Receive::Closed {
-                    failure: Failure::Closed,
-                    detail: "backend closed the connection without a response".to_owned(),
-                    answered,
-                })
-            }
-            Ok(_) => {}
-            Err(error) => {
-                return Err(Receive::Closed {
-                    failure: Failure::of_io(&error, false),
-                    detail: describe_io(&error),
-                    answered,
-                })
-            }
-        }
-    }
-}
-
-/// Writes all of `bytes` through a shared reference to the socket (the informational answers, rare).
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }

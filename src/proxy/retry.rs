@@ -17,32 +17,21 @@ use http::Method;
 
 use super::error::ProxyError;
 use super::relay::{relay, Attempt, Leg};
-use super::Proxy;
-use crate::connection::Client;
+use super::Outcome;
 use crate::failure::Failure;
+use crate::h1::client::Client;
 use crate::h1::request::RequestHead;
+use crate::h1::transport::Transport;
 use crate::h1::{write, BodyLength};
 use crate::log_limit::{self, Subject};
 use crate::upstream::{Reuse, Snapshot};
-
-/// How a request's attempts ended.
-pub enum Outcome {
-    Delivered {
-        status: http::StatusCode,
-        backend: u64,
-        keep_alive: bool,
-    },
-    /// Nothing reached the client: answer with the error's status (unless the client is gone).
-    Failed(ProxyError),
-    /// The response had started, or the client is gone: the connection must end.
-    Broken(ProxyError),
-}
+use crate::worker::Worker;
 
 /// Sends the request to one backend after another, as the rule allows, until one answers.
-pub async fn attempts(
-    proxy: &Proxy,
+pub async fn attempts<T: Transport>(
+    worker: &Worker,
     snapshot: &Snapshot,
-    client: &mut Client,
+    client: &mut Client<T>,
     head: &RequestHead,
     raw: &[u8],
     out: &mut Vec<u8>,
@@ -76,9 +65,9 @@ pub async fn attempts(
         let backend = &backends[index];
         let timeout = snapshot.timeouts.connect;
         let lease = if new_connection {
-            Box::pin(proxy.pool().connect(backend.addr, timeout)).await
+            Box::pin(worker.pool().connect(backend.addr, timeout)).await
         } else {
-            proxy.pool().lease(backend.addr, timeout, reuse).await
+            worker.pool().lease(backend.addr, timeout, reuse).await
         };
         let lease = match lease {
             Ok(lease) => lease,
@@ -120,22 +109,27 @@ pub async fn attempts(
         out.clear();
         write::request_head(out, raw, head, client.peer.ip(), &backend.authority);
         let reused = lease.reused;
-        let mut up_buf = proxy.buffers().bytes();
+        let mut up_buf = worker.buffers().bytes();
         let leg = Leg {
             snapshot,
             backend,
             head,
             replayable,
         };
-        let attempt = relay(proxy, leg, lease, client, out, &mut up_buf).await;
-        proxy.buffers().recycle_bytes(up_buf);
+        let attempt = relay(worker, leg, lease, client, out, &mut up_buf).await;
+        worker.buffers().recycle_bytes(up_buf);
         match attempt {
-            Attempt::Delivered { status, keep_alive } => {
+            Attempt::Delivered {
+                status,
+                keep_alive,
+                request_read,
+            } => {
                 backend.state.requests.fetch_add(1, Ordering::Relaxed);
                 return Outcome::Delivered {
                     status,
                     backend: backend.id,
                     keep_alive,
+                    request_read,
                 };
             }
             Attempt::Retry(mut error) => {

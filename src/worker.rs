@@ -1,0 +1,227 @@
+//! What one worker thread owns and every one of its connections shares: the routing handle, the backend connection
+//! pool, spare buffers, coarse timers, the drain state and the worker's counters.
+//!
+//! Nothing here is shared with another thread except through [`WorkerCounts`]: counters only this worker writes
+//! (a plain load and store, no atomic read-modify-write on a shared cache line per request), which another thread
+//! (the drain deadline, later the metrics scrape) reads and sums.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::admission::ConnectionLimit;
+use crate::config::{PoolConfig, Timeouts};
+use crate::h1::buffers::Buffers;
+use crate::timers::Timers;
+use crate::upstream::{KeepAlive, Pool, Routing};
+
+/// One worker thread's context.
+pub struct Worker {
+    routing: Arc<Routing>,
+    pool: Pool,
+    buffers: Buffers,
+    timers: Timers,
+    /// Set when shutdown begins: answers then say `connection: close`.
+    draining: Cell<bool>,
+    counts: Arc<WorkerCounts>,
+    limit: Arc<ConnectionLimit>,
+    /// Raised when the last connection (during a drain) or the last exchange closes.
+    quiet: Notify,
+}
+
+/// A worker's connections, exchanges and tunnels, readable by other threads. Written only by the worker.
+#[derive(Debug, Default)]
+pub struct WorkerCounts {
+    /// Client connections open.
+    open: AtomicUsize,
+    /// Requests being proxied (from a whole head to the end of the answer, or of the tunnel it became).
+    in_flight: AtomicUsize,
+    /// Of those, the ones that became tunnels (an upgraded connection).
+    tunnels: AtomicUsize,
+    /// Requests whose exchange ended (whatever the outcome).
+    requests: AtomicU64,
+}
+
+impl WorkerCounts {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    #[allow(dead_code)] // read by the metrics scrape (next issue)
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds `delta` to a counter only this thread writes, and answers the new value.
+fn bump(counter: &AtomicUsize, delta: isize) -> usize {
+    let value = counter.load(Ordering::Relaxed).wrapping_add_signed(delta);
+    counter.store(value, Ordering::Relaxed);
+    value
+}
+
+impl Worker {
+    pub fn new(
+        routing: Arc<Routing>,
+        counts: Arc<WorkerCounts>,
+        limit: Arc<ConnectionLimit>,
+    ) -> Self {
+        Worker {
+            routing,
+            pool: Pool::default(),
+            buffers: Buffers::default(),
+            timers: Timers::default(),
+            draining: Cell::new(false),
+            counts,
+            limit,
+            quiet: Notify::new(),
+        }
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// This worker's coarse deadlines.
+    pub fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    /// This worker's spare buffers.
+    pub fn buffers(&self) -> &Buffers {
+        &self.buffers
+    }
+
+    /// This worker's idle backend connections.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The timeouts in force now.
+    pub fn timeouts(&self) -> Timeouts {
+        self.routing.load().timeouts.clone()
+    }
+
+    /// Whether shutdown has begun (answers close their connections).
+    pub fn draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Keeps a backend connection for another exchange.
+    pub fn keep(&self, addr: SocketAddr, stream: TcpStream, keep: KeepAlive, config: &PoolConfig) {
+        if self.pool.give_back(addr, stream, keep, config) {
+            // The sweeper has idle connections to watch again.
+            self.timers.arm();
+        }
+    }
+
+    /// Runs the worker's sweeper: fires deadlines, closes idle backend connections past their time (or closed by
+    /// their backend), gives back spare buffers when nothing is in flight. Never returns.
+    pub async fn sweep(&self) {
+        let chores = |now| {
+            self.pool.purge(now);
+            if self.counts.in_flight() == 0 {
+                self.buffers.trim();
+            }
+            !self.pool.is_empty()
+        };
+        self.timers.sweep(|| self.timer_tick(), chores).await
+    }
+
+    /// How often the sweeper fires deadlines: an eighth of the shortest timeout it keeps.
+    fn timer_tick(&self) -> Duration {
+        let timeouts = self.timeouts();
+        let shortest = timeouts
+            .client_header
+            .min(timeouts.idle)
+            .min(timeouts.backend_response);
+        (shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Starts the drain: from now on answers close their connections, and a connection waiting for its next
+    /// request waits at most `grace` (a request already on its way is still answered). Returns when every
+    /// connection of this worker has closed.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.set(true);
+        self.timers.drain(grace);
+        while self.counts.open() > 0 {
+            self.quiet.notified().await;
+        }
+    }
+
+    /// Counts a connection just accepted (and counted against `max_connections`) as open until the returned
+    /// guard drops: from now on, not from when its task first runs, so that a drain starting in between still
+    /// waits for it.
+    pub fn open(self: &Rc<Self>) -> Open {
+        bump(&self.counts.open, 1);
+        Open(self.clone())
+    }
+
+    /// Counts one exchange in flight for as long as the returned guard lives.
+    pub fn exchange(&self) -> InFlight<'_> {
+        bump(&self.counts.in_flight, 1);
+        InFlight(self)
+    }
+
+    /// Counts one tunnel open for as long as the returned guard lives (within its exchange).
+    pub fn tunnel(&self) -> Tunnel<'_> {
+        bump(&self.counts.tunnels, 1);
+        Tunnel(self)
+    }
+}
+
+/// An open client connection, owned by its task (see [`Worker::open`]).
+pub struct Open(Rc<Worker>);
+
+impl Open {
+    pub fn worker(&self) -> &Worker {
+        &self.0
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let worker = &self.0;
+        worker.limit.release();
+        if bump(&worker.counts.open, -1) == 0 {
+            worker.quiet.notify_waiters();
+        }
+    }
+}
+
+/// An exchange in flight (see [`Worker::exchange`]).
+pub struct InFlight<'a>(&'a Worker);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let counts = &self.0.counts;
+        let requests = counts.requests.load(Ordering::Relaxed);
+        counts.requests.store(requests + 1, Ordering::Relaxed);
+        if bump(&counts.in_flight, -1) == 0 {
+            self.0.quiet.notify_waiters();
+        }
+    }
+}
+
+/// A tunnel open (see [`Worker::tunnel`]).
+pub struct Tunnel<'a>(&'a Worker);
+
+impl Drop for Tunnel<'_> {
+    fn drop(&mut self) {
+        bump(&self.0.counts.tunnels, -1);
+    }
+}
