@@ -295,3 +295,31 @@ async fn answer<T: Transport>(client: &mut Client<T>, status: StatusCode, keep: 
     }
     written && keep
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::ConnectionLimit;
+    use crate::config::{from_backends, Overrides};
+    use crate::upstream::{Routing, Snapshot};
+    use std::sync::Arc;
+
+    /// What an idle keep-alive connection costs is mostly its task: the future of `serve`, which tokio allocates
+    /// with its header in steps of 128 bytes (`bench/README.md`, Design figures). 168 bytes when this was written
+    /// (as before the transport and worker split): a change that makes it grow shows here first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_connection_future_stays_small() {
+        let config = from_backends(Vec::new(), &Overrides::default()).unwrap();
+        let routing = Arc::new(Routing::new(Snapshot::build(&config)));
+        let limit = ConnectionLimit::new(1);
+        let worker = Rc::new(Worker::new(routing, Arc::default(), limit));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let peer = stream.local_addr().unwrap();
+        let future = serve(Client::new(stream, peer), worker.open());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 168, "serve's future grew to {size} bytes");
+    }
+}

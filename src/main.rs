@@ -9,8 +9,8 @@ use lb::Server;
 
 /// jemalloc rather than the system allocator: tokio allocates every task and every socket registration aligned to
 /// 128 bytes, and glibc's aligned allocation leaves a fragment before and after each block that nothing reuses;
-/// with jemalloc an idle keep-alive connection costs 0.69 KiB instead of 1.0 KiB (`bench/run`, idle), at the same
-/// CPU per request.
+/// jemalloc makes an idle keep-alive connection cost less at the same CPU per request (`bench/README.md`, Design
+/// figures).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -1,8 +1,8 @@
 //! Coarse deadlines, kept by one sweeper per worker instead of a timer in every connection and every exchange.
 //!
-//! What a proxy with thousands of keep-alive clients mostly holds is connections waiting. tokio's `Sleep` is
-//! 112 bytes inside each waiting connection's future, and tokio allocates a task in steps of 128 bytes: the timer
-//! alone decides whether an idle connection costs 384 or 512 bytes of task. And a `Sleep` armed per request that
+//! What a proxy with thousands of keep-alive clients mostly holds is connections waiting. tokio's `Sleep` sits
+//! inside each waiting connection's future and is large next to the rest of it (tokio allocates tasks in steps,
+//! so it decides which step an idle connection costs: `bench/README.md`, Design figures). And a `Sleep` armed per request that
 //! becomes the worker's earliest timer (always, with one connection) wakes the event loop through its eventfd: a
 //! system call and an extra `epoll_wait` per request. Here a wait is a slot (a deadline and a waker) in the
 //! worker's [`Timers`], and one sweeper task per worker fires the deadlines that have passed every `tick`: a
@@ -155,12 +155,16 @@ impl Timers {
     }
 }
 
-/// See [`Timers::readable`]. Written by hand rather than as an `async fn`, and compact (24 bytes): it is what
-/// every waiting connection holds, and with it a connection's task fits tokio's 256-byte allocation step.
+/// See [`Timers::readable`]. Written by hand rather than as an `async fn`, and compact (a reference and a
+/// [`Deadline`]): it is what every waiting connection holds.
 pub struct Readable<'a, T> {
     stream: &'a T,
     deadline: Deadline<'a>,
 }
+
+// What every waiting connection holds stays this small (checked when the crate builds).
+const _: () = assert!(std::mem::size_of::<Deadline<'static>>() == 16);
+const _: () = assert!(std::mem::size_of::<Readable<'static, tokio::net::TcpStream>>() == 24);
 
 const NO_SLOT: u32 = u32::MAX;
 /// Slots an empty slab may keep.
@@ -177,8 +181,8 @@ impl<T: Transport> Future for Readable<'_, T> {
     }
 }
 
-/// See [`Timers::deadline`]. 16 bytes (milliseconds and a slot number as `u32`): it sits in every waiting
-/// connection's [`Readable`].
+/// See [`Timers::deadline`]. Milliseconds and a slot number as `u32`: it sits in every waiting connection's
+/// [`Readable`].
 pub struct Deadline<'a> {
     timers: &'a Timers,
     after_ms: u32,

@@ -20,8 +20,8 @@ const HEAD_READ: usize = 4 * 1024;
 /// A body's reads start at this size and double while they come back full, up to [`MAX_READ`]: a small body
 /// costs a small buffer, a large one few system calls. [`MAX_READ`] is also what an exchange holds at most while
 /// the receiving side does not take what was read (a client that stops reading a download): nothing more is read
-/// until it is written, so a stalled exchange costs one read's buffer, and TCP's own buffers hold the rest. 32 KiB
-/// reads cost no more CPU per 1 MiB response than 256 KiB ones did (and less than 64 KiB ones: `bench/README.md`).
+/// until it is written, so a stalled exchange costs one read's buffer, and TCP's own buffers hold the rest. The
+/// sizes were chosen by measurement (`bench/README.md`, Design figures).
 const FIRST_BODY_READ: usize = 16 * 1024;
 const MAX_READ: usize = 32 * 1024;
 /// A head written before a body is sent in the same write as up to this much of the body.
@@ -40,7 +40,7 @@ pub fn fits_one_write(length: BodyLength, buffered: usize) -> bool {
 /// Whether a body of `length`, of which `buffered` bytes are read, has a small rest still to come: one that a sender
 /// using Nagle's algorithm may hold back until what it sent before is acknowledged (see
 /// `socket::acknowledge_now`). Bodies of unknown length are not counted: acknowledging each of their first
-/// segments at once costs a large body dearly (a 1 MiB download took 25% more CPU).
+/// segments at once costs a large body dearly (`bench/README.md`, Design figures).
 pub fn small_rest_to_come(length: BodyLength, buffered: usize) -> bool {
     match length {
         BodyLength::Length(length) => {

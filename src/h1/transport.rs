@@ -27,6 +27,10 @@ use super::socket::{self, ReadInto, Unread};
 
 /// A client connection's byte stream.
 pub trait Transport: ReadInto + AsyncWrite + Unpin {
+    /// The scheme clients reach us by over this transport (the backend learns it from `X-Forwarded-Proto` and
+    /// `Forwarded: proto=`).
+    const SCHEME: &'static str;
+
     /// The read side while the stream is split.
     type Reader<'a>: ReadInto + Unpin
     where
@@ -73,6 +77,8 @@ pub trait ClientWrite: AsyncWrite + Unpin {
 }
 
 impl Transport for TcpStream {
+    const SCHEME: &'static str = "http";
+
     type Reader<'a> = ReadHalf<'a>;
     type Writer<'a> = WriteHalf<'a>;
 

@@ -74,13 +74,14 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The request head the backend gets, for a request from `client`. `backend` is the Host used when the client
-/// sent none (HTTP/1.0).
+/// The request head the backend gets, for a request from `client` that came over `proto` (`http`, `https`: the
+/// transport's scheme). `backend` is the Host used when the client sent none (HTTP/1.0).
 pub fn request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &RequestHead,
     client: IpAddr,
+    proto: &str,
     backend: &str,
 ) {
     out.extend_from_slice(head.method.as_str().as_bytes());
@@ -140,7 +141,9 @@ pub fn request_head(
     }
     write_ip(out, ip);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(b"x-forwarded-proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(host) = host {
         header(out, b"x-forwarded-host", host);
     }
@@ -171,7 +174,9 @@ pub fn request_head(
             out.push(b'"');
         }
     }
-    out.extend_from_slice(b";proto=http\r\n\r\n");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 fn write_length(out: &mut Vec<u8>, length: u64) {
@@ -329,6 +334,7 @@ mod tests {
             raw.as_bytes(),
             &head,
             client.parse().unwrap(),
+            "http",
             "10.0.0.1:80",
         );
         String::from_utf8(out).unwrap()

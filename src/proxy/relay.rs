@@ -15,8 +15,8 @@ use std::pin::pin;
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 
-use super::error::ProxyError;
 use super::informational::{receive_head, Asked, Receive};
+use super::outcome::ProxyError;
 use super::tunnel;
 use crate::config::MIN_BODY_RATE;
 use crate::failure::Failure;

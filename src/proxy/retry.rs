@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering;
 
 use http::Method;
 
-use super::error::ProxyError;
+use super::outcome::Outcome;
+use super::outcome::ProxyError;
 use super::relay::{relay, Attempt, Leg};
-use super::Outcome;
 use crate::failure::Failure;
 use crate::h1::client::Client;
 use crate::h1::request::RequestHead;
@@ -107,7 +107,8 @@ pub async fn attempts<T: Transport>(
             }
         };
         out.clear();
-        write::request_head(out, raw, head, client.peer.ip(), &backend.authority);
+        let from = client.peer.ip();
+        write::request_head(out, raw, head, from, T::SCHEME, &backend.authority);
         let reused = lease.reused;
         let mut up_buf = worker.buffers().bytes();
         let leg = Leg {

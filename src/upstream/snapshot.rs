@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::Backend;
+use super::backend::Backend;
 use crate::balance::{Balance, RoundRobin};
 use crate::config::{Config, PoolConfig, Timeouts};
 

@@ -1,4 +1,5 @@
-//! Why a request could not be proxied: a [`Failure`] kind, the backend it happened on, and a detail for the log.
+//! How a request's journey ended ([`Outcome`]), and why a request could not be proxied ([`ProxyError`]: a
+//! [`Failure`] kind, the backend it happened on, and a detail for the log).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -7,6 +8,23 @@ use http::StatusCode;
 
 use crate::failure::Failure;
 use crate::h1::body::BodyError;
+
+/// How a request's journey ended.
+pub enum Outcome {
+    /// A backend's answer reached the client whole (for an upgrade: the `101`, and the tunnel after it ended).
+    Delivered {
+        status: StatusCode,
+        backend: u64,
+        /// The answer left the client connection able to carry another request (and said so).
+        keep_alive: bool,
+        /// The whole request (its body too) was read from the client.
+        request_read: bool,
+    },
+    /// Nothing reached the client: it gets the error's status (unless it is gone).
+    Failed(ProxyError),
+    /// The answer had started and broke, or the client is gone: the connection must end, with a reset.
+    Broken(ProxyError),
+}
 
 /// Where a request's journey ended without a backend's whole response reaching the client.
 #[derive(Debug)]
