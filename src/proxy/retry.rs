@@ -18,6 +18,7 @@ use http::Method;
 use super::error::ProxyError;
 use super::relay::{relay, Attempt, Leg};
 use super::Proxy;
+use crate::balance::Candidates;
 use crate::connection::Client;
 use crate::failure::Failure;
 use crate::h1::request::RequestHead;
@@ -63,8 +64,13 @@ pub async fn attempts(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(i);
-                let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
+                let eligible = |i: usize| backends[i].is_eligible() && !tried.contains(i);
+                let candidates = Candidates {
+                    backends,
+                    key: None,
+                    eligible: &eligible,
+                };
+                let Some(index) = snapshot.balancer.pick(&candidates) else {
                     let error = last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
                     return Outcome::Failed(error);
@@ -74,6 +80,8 @@ pub async fn attempts(
             }
         };
         let backend = &backends[index];
+        // Counts this attempt on the backend until the iteration ends, however: answered, failed, or dropped.
+        let _in_flight = backend.state.enter();
         let timeout = snapshot.timeouts.connect;
         let lease = if new_connection {
             Box::pin(proxy.pool().connect(backend.addr, timeout)).await
