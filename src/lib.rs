@@ -1,13 +1,13 @@
 //! `lb`: an HTTP load balancer.
 //!
 //! # Layout
-//! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend. Imports run one way
-//! too: server → control, connection → proxy → upstream → balance → backend; health → upstream, backend; every
-//! module may use `h1`, `config`, `failure`.
+//! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend. Below the proxy,
+//! imports run one way too: `control` → `health` → `upstream` → `balance` → `backend` (and the proxy uses
+//! `upstream` and `balance`); any module may use `h1`, `config`, `failure`.
 //!
 //! - [`cli`]: the command line (the spec's flags, the `demo` subcommand).
 //! - [`config`]: the file formats and the one validation step that builds a [`config::Config`].
-//! - [`server`]: worker threads (one current-thread runtime per core), listeners, graceful drain. The public
+//! - `server`: worker threads (one current-thread runtime per core), listeners, graceful drain. The public
 //!   [`Server`] handle starts everything and reports the bound address; [`Server::start_local`] runs one worker on
 //!   the caller's runtime instead, for in-process tests.
 //! - `control`: the control plane's hold on routing: builds and publishes each snapshot, keeps one health checker

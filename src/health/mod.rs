@@ -2,8 +2,9 @@
 //!
 //! A check is `GET <path>` on a fresh connection, bounded by the check timeout; a status in the configured set
 //! passes. The verdict goes through the rise/fall state machine (`state.rs`) and only a flip changes the backend's
-//! shared `healthy` flag and writes a log line, with the reason. Before traffic is accepted every backend is checked
-//! once (`check_once`), so the first requests already see the true state.
+//! shared `healthy` flag and writes a log line, with the reason. A backend is checked once before it gets traffic
+//! (`check_once`: every backend before the server accepts, a new one before the snapshot that adds it is
+//! published), so the first requests already see the true state.
 //!
 //! The tasks are started and stopped by [`Checkers`] (`checkers.rs`), one per backend of the routed snapshot, so a
 //! reload can add and remove backends one by one. Only health is checked: a backend disabled or draining by the
