@@ -79,3 +79,32 @@ impl fmt::Display for Backend {
         write!(f, "backend {} {}", self.id, self.authority)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eligible_only_when_healthy_and_enabled() {
+        let config = BackendConfig {
+            id: 1,
+            host: "localhost".into(),
+            port: 8001,
+            addr: ([127, 0, 0, 1], 8001).into(),
+        };
+        let backend = Backend::new(&config, None);
+        assert!(
+            backend.is_eligible(),
+            "a new backend is enabled and taken as up"
+        );
+        assert_eq!(backend.to_string(), "backend 1 localhost:8001");
+
+        for admin in [AdminState::Disabled, AdminState::Draining] {
+            backend.state.set_admin(admin);
+            assert!(!backend.is_eligible(), "{admin:?}");
+        }
+        backend.state.set_admin(AdminState::Enabled);
+        backend.state.healthy.store(false, Ordering::Relaxed);
+        assert!(!backend.is_eligible(), "down");
+    }
+}

@@ -5,7 +5,9 @@
 //! `spawn_local` task). The runtime moves the clock only when every task waits, straight to the next timer, and
 //! looks at the sockets first: bytes written on loopback are there at once, so they are always seen before time
 //! moves. Log lines are caught by a subscriber set for this thread only ([`Logs`]): other tests, and the process,
-//! keep theirs (none).
+//! keep theirs (none). Lines that `lb` rate-limits (failures, one a second per kind) are counted in one map for
+//! the whole process, which every in-process server shares: tests assert only on lines that are never limited
+//! (health flips).
 
 use std::future::Future;
 use std::io;
