@@ -75,6 +75,12 @@ impl ConnectionLimit {
 /// each worker's event loop and listener, the control runtime, signals, logs.
 const BASE_RESERVE: u64 = 64;
 
+/// The open-files limit as it is, not raised: for a server started inside another program (the in-process tests),
+/// whose process-wide limits are not its own to change.
+pub fn open_files_limit() -> Option<u64> {
+    rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+}
+
 /// The open-files limit, raised to the hard limit first (as nginx's `worker_rlimit_nofile` and HAProxy do): what
 /// the process may open. `None` where the limit cannot be read.
 pub fn raise_open_files_limit() -> Option<u64> {

@@ -310,7 +310,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn an_idle_connection_future_stays_small() {
         let config = from_backends(Vec::new(), &Overrides::default()).unwrap();
-        let routing = Arc::new(Routing::new(Snapshot::build(&config)));
+        let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
         let limit = ConnectionLimit::new(1);
         let worker = Rc::new(Worker::new(routing, Arc::default(), limit));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

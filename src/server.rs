@@ -3,7 +3,13 @@
 //! Thread-per-core: each worker thread runs its own current-thread tokio runtime, accepts on its own `SO_REUSEPORT`
 //! socket (the kernel spreads new connections over them) and owns its backend connection pool, so nothing on the
 //! request path takes a lock; what workers share is the routing snapshot and the atomics of each backend's state.
-//! The control plane (health checks, signals) runs on the runtime that called [`Server::start`].
+//! The control plane (the routing snapshot and one health checker per backend, see `control`; signals) runs on the
+//! runtime that called [`Server::start`].
+//!
+//! [`Server::start_local`] runs the same server as one worker on the caller's own runtime instead (a `spawn_local`
+//! task: the caller is inside a `tokio::task::LocalSet`), for tests in-process: one thread for the tests' clients,
+//! backends and the balancer, so that a paused clock (`tokio::time::pause`) covers every timeout, and nothing
+//! process-wide is changed (the open-files limit is read, not raised). Everything else is the same code.
 //!
 //! Shutdown: one cancellation token. Workers take the connections the kernel had already queued, close their
 //! listeners (new connections are refused), let the exchanges in flight finish (every answer from then on says
@@ -15,6 +21,7 @@
 //! accepting and the kernel queues new connections. A failed `accept` (out of file descriptors) backs off and is
 //! logged at most once a second.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -23,17 +30,17 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::connection;
+use crate::control::Control;
 use crate::failure::{describe_io_static, is_local_shortage};
 use crate::h1::client::Client;
-use crate::health;
 use crate::log_limit::{self, Subject};
-use crate::upstream::{Routing, Snapshot};
+use crate::upstream::Routing;
 use crate::worker::{Worker, WorkerCounts};
 
 /// How long, once shutdown begins, a connection waiting for its next request may still send one.
@@ -56,8 +63,20 @@ pub struct Server {
     shutdown: CancellationToken,
     workers: Vec<oneshot::Receiver<()>>,
     counts: Vec<Arc<WorkerCounts>>,
-    health: JoinSet<()>,
+    /// The routing and the health checkers: what a reload will change.
+    control: Control,
+    /// Sums up rate-limited log lines every second.
+    log_flusher: JoinHandle<()>,
     drain: Duration,
+}
+
+/// Where the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// `config.workers` threads, each with its own runtime.
+    Threads,
+    /// One worker, a task on the caller's runtime and `LocalSet`.
+    Local,
 }
 
 /// How a shutdown ended.
@@ -71,11 +90,27 @@ pub struct Drained {
 }
 
 impl Server {
-    /// Binds the listeners, checks every backend once, then starts serving. Must be called inside a tokio runtime,
-    /// which then runs the health checks.
+    /// Binds the listeners, checks every backend once, then starts serving on `config.workers` threads. Must be called
+    /// inside a tokio runtime, which then runs the health checks.
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_on(config, Placement::Threads).await
+    }
+
+    /// Like [`Server::start`], but serves with a single worker, a task on the caller's runtime (`config.workers` is
+    /// not used), and leaves the process's open-files limit as it is. Must be called inside a
+    /// `tokio::task::LocalSet`, on a current-thread runtime: everything then runs on the caller's thread, under the
+    /// caller's clock (a paused one too), which is what in-process tests want.
+    pub async fn start_local(config: Config) -> Result<Server, StartError> {
+        Server::start_on(config, Placement::Local).await
+    }
+
+    async fn start_on(config: Config, placement: Placement) -> Result<Server, StartError> {
         let listen = resolve(&config.host, config.port).await?;
-        let listeners = bind(listen, config.workers)?;
+        let workers = match placement {
+            Placement::Threads => config.workers,
+            Placement::Local => 1,
+        };
+        let listeners = bind(listen, workers)?;
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|error| StartError::Bind {
@@ -83,7 +118,10 @@ impl Server {
                 error,
             })?;
 
-        let files = admission::raise_open_files_limit();
+        let files = match placement {
+            Placement::Threads => admission::raise_open_files_limit(),
+            Placement::Local => admission::open_files_limit(),
+        };
         let derived = files.map(|files| admission::derived_max_connections(files, &config));
         let max_connections = match (config.max_connections, derived) {
             (Some(max), Some(fits)) if max > fits => {
@@ -97,20 +135,12 @@ impl Server {
         };
         let limit = ConnectionLimit::new(max_connections);
 
-        let routing = Arc::new(Routing::new(Snapshot::build(&config)));
-        let snapshot = routing.load_full();
-        health::check_once(&snapshot.backends, &config.health).await;
-
         let shutdown = CancellationToken::new();
-        let mut health = JoinSet::new();
-        health.spawn(log_limit::flush_every_window());
-        for backend in &snapshot.backends {
-            health.spawn(health::watch(
-                backend.clone(),
-                config.health.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let mut control = Control::new(&config, &shutdown);
+        control.apply(&config).await;
+        let routing = control.routing().clone();
+        let snapshot = routing.load_full();
+        let log_flusher = tokio::spawn(log_limit::flush_every_window());
 
         let mut workers = Vec::with_capacity(listeners.len());
         let mut counts = Vec::with_capacity(listeners.len());
@@ -123,10 +153,20 @@ impl Server {
                 limit: limit.clone(),
                 shutdown: shutdown.clone(),
             };
-            std::thread::Builder::new()
-                .name(format!("lb-worker-{index}"))
-                .spawn(move || worker(listener, context, done))
-                .map_err(StartError::Thread)?;
+            match placement {
+                Placement::Threads => {
+                    std::thread::Builder::new()
+                        .name(format!("lb-worker-{index}"))
+                        .spawn(move || worker(listener, context, done))
+                        .map_err(StartError::Thread)?;
+                }
+                Placement::Local => {
+                    tokio::task::spawn_local(async move {
+                        serve(listener, context).await;
+                        let _ = done.send(());
+                    });
+                }
+            }
             workers.push(finished);
             counts.push(worker_counts);
         }
@@ -158,7 +198,8 @@ impl Server {
             shutdown,
             workers,
             counts,
-            health,
+            control,
+            log_flusher,
             drain: config.timeouts.drain,
         })
     }
@@ -187,7 +228,9 @@ impl Server {
                     (requests + counts.in_flight(), tunnels + counts.tunnels())
                 }),
         };
-        self.health.shutdown().await;
+        self.control.shutdown().await;
+        self.log_flusher.abort();
+        let _ = self.log_flusher.await;
         log_limit::flush();
         Drained {
             cut: in_flight.saturating_sub(tunnels),
@@ -264,14 +307,8 @@ struct WorkerContext {
     shutdown: CancellationToken,
 }
 
-/// One worker thread: accepts and serves connections until shutdown, then drains.
+/// One worker thread: its own runtime, serving until shutdown and the drain are over.
 fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot::Sender<()>) {
-    let WorkerContext {
-        routing,
-        counts,
-        limit,
-        shutdown,
-    } = context;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,7 +320,19 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
+    local.block_on(&runtime, serve(listener, context));
+    let _ = done.send(());
+}
+
+/// One worker's work: accepts and serves connections until shutdown, then drains. Runs inside a `LocalSet`.
+fn serve(listener: std::net::TcpListener, context: WorkerContext) -> impl Future<Output = ()> {
+    let WorkerContext {
+        routing,
+        counts,
+        limit,
+        shutdown,
+    } = context;
+    async move {
         let listener = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(error) => {
@@ -338,8 +387,7 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
             Err(error) => tracing::debug!(%error, "cannot take the listen queue"),
         }
         worker.drain(DRAIN_GRACE).await;
-    });
-    let _ = done.send(());
+    }
 }
 
 /// A failed `accept`: out of file descriptors and the like back off instead of spinning (the connection waits in

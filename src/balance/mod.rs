@@ -1,15 +1,53 @@
-//! How a backend is chosen for a request.
+//! How a backend is chosen for a request: the selection API, and one file per algorithm.
 //!
-//! A balancer is built once per snapshot from the backend list (off the hot path) and asked per request, with a
-//! filter that says which backends are eligible right now (healthy, and not already tried for this request). It
-//! answers an index into the snapshot's backend list. Algorithms are `&self` types using atomics, one file each.
+//! A balancer is built once per routing snapshot ([`build`], off the hot path: a reload builds a new one) and asked
+//! per request ([`Balance::pick`]) with the [`Candidates`]: the snapshot's backends (each with its weight and live
+//! state: health, admin state, requests in flight, latency estimate), an optional key of the request (for
+//! hash-based algorithms: a client address, a header) and a filter saying which backends are eligible right now
+//! (healthy, enabled, and not already tried for this request). It answers an index into the backend list.
+//!
+//! Algorithms are `&self` types using atomics (no lock, no allocation per pick), shared by every worker. The
+//! request holds the chosen backend's in-flight guard (`crate::backend::InFlight`) for as long as its attempt
+//! lasts; the balancer itself counts nothing.
+//!
+//! - `round_robin`: one shared counter; every backend in turn, skipping the ineligible ones.
 
 mod round_robin;
 
+use std::sync::Arc;
+
 pub use round_robin::RoundRobin;
 
-/// A selection algorithm over `len` backends, indexed `0..len` in config order.
+use crate::backend::Backend;
+
+/// What one pick chooses from.
+pub struct Candidates<'a> {
+    /// The snapshot's backends, in config order: the index a balancer answers is into this list.
+    pub backends: &'a [Arc<Backend>],
+    /// What the request is keyed by, for algorithms that send the same key to the same backend; `None`: no key.
+    #[expect(
+        dead_code,
+        reason = "read by hash-based algorithms (a later issue); round robin has no use for it"
+    )]
+    pub key: Option<&'a [u8]>,
+    /// Whether the backend at an index may take this request now.
+    pub eligible: &'a dyn Fn(usize) -> bool,
+}
+
+impl Candidates<'_> {
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+}
+
+/// A selection algorithm, built for one backend list.
 pub trait Balance: Send + Sync + std::fmt::Debug {
-    /// An eligible backend, or `None` when no backend passes `eligible`.
-    fn pick(&self, len: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+    /// An eligible backend's index, or `None` when no backend passes the filter.
+    fn pick(&self, candidates: &Candidates<'_>) -> Option<usize>;
+}
+
+/// The balancer for a snapshot's backends. Only round robin exists yet; the choice of algorithm (and what it
+/// precomputes from the list: weights, a hash ring) comes with its config key.
+pub fn build(_backends: &[Arc<Backend>]) -> Box<dyn Balance> {
+    Box::new(RoundRobin::default())
 }

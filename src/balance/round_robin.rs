@@ -1,4 +1,4 @@
-//! Round robin over the eligible backends, in config order.
+//! Round robin over the eligible backends, in config order (weights and request keys play no part).
 //!
 //! One shared counter, advanced with `fetch_add` for every position looked at. Skipping an ineligible backend also
 //! advances the counter, so the turn of a down backend passes to the next one *once* rather than the next backend
@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Balance;
+use super::{Balance, Candidates};
 
 #[derive(Debug, Default)]
 pub struct RoundRobin {
@@ -15,7 +15,8 @@ pub struct RoundRobin {
 }
 
 impl Balance for RoundRobin {
-    fn pick(&self, len: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick(&self, candidates: &Candidates<'_>) -> Option<usize> {
+        let (len, eligible) = (candidates.len(), candidates.eligible);
         if len == 0 {
             return None;
         }
@@ -37,7 +38,33 @@ impl Balance for RoundRobin {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::backend::Backend;
+
+    /// Picks one of `len` backends (numbered 0..len) with `eligible` as the filter.
+    fn pick(rr: &RoundRobin, len: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let backends = backends(len);
+        let candidates = Candidates {
+            backends: &backends,
+            key: None,
+            eligible,
+        };
+        rr.pick(&candidates)
+    }
+
+    fn backends(len: usize) -> Vec<Arc<Backend>> {
+        let config = |id: usize| crate::config::BackendConfig {
+            id: id as u64,
+            host: "127.0.0.1".into(),
+            port: 8000 + id as u16,
+            addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
+        };
+        (0..len)
+            .map(|id| Arc::new(Backend::new(&config(id), None)))
+            .collect()
+    }
 
     fn counts(
         rr: &RoundRobin,
@@ -45,9 +72,15 @@ mod tests {
         picks: usize,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Vec<usize> {
+        let backends = backends(len);
+        let candidates = Candidates {
+            backends: &backends,
+            key: None,
+            eligible,
+        };
         let mut counts = vec![0; len];
         for _ in 0..picks {
-            counts[rr.pick(len, eligible).expect("an eligible backend")] += 1;
+            counts[rr.pick(&candidates).expect("an eligible backend")] += 1;
         }
         counts
     }
@@ -55,7 +88,7 @@ mod tests {
     #[test]
     fn rotates_in_config_order() {
         let rr = RoundRobin::default();
-        let order: Vec<_> = (0..7).map(|_| rr.pick(3, &|_| true).unwrap()).collect();
+        let order: Vec<_> = (0..7).map(|_| pick(&rr, 3, &|_| true).unwrap()).collect();
         assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
     }
 
@@ -69,9 +102,9 @@ mod tests {
             i == 1
         };
         for _ in 0..10 {
-            assert_eq!(rr.pick(4, &only_one), Some(1));
+            assert_eq!(pick(&rr, 4, &only_one), Some(1));
         }
-        assert_eq!(rr.pick(4, &|_| false), None);
+        assert_eq!(pick(&rr, 4, &|_| false), None);
     }
 
     #[test]
@@ -85,8 +118,8 @@ mod tests {
     #[test]
     fn none_when_nothing_is_eligible() {
         let rr = RoundRobin::default();
-        assert_eq!(rr.pick(3, &|_| false), None);
-        assert_eq!(rr.pick(0, &|_| true), None);
+        assert_eq!(pick(&rr, 3, &|_| false), None);
+        assert_eq!(pick(&rr, 0, &|_| true), None);
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     pub path: String,
     pub interval: Duration,

@@ -1,14 +1,20 @@
-//! Health checks: one task per backend, each on its own schedule.
+//! Health checks: one task per backend, each on its own schedule and with its own cancellation.
 //!
 //! A check is `GET <path>` on a fresh connection, bounded by the check timeout; a status in the configured set
 //! passes. The verdict goes through the rise/fall state machine (`state.rs`) and only a flip changes the backend's
-//! shared `healthy` flag and writes a log line, with the reason. Before traffic is accepted every backend is checked
-//! once (`check_once`), so the first requests already see the true state.
+//! shared `healthy` flag and writes a log line, with the reason. A backend is checked once before it gets traffic
+//! (`check_once`: every backend before the server accepts, a new one before the snapshot that adds it is
+//! published), so the first requests already see the true state.
+//!
+//! The tasks are started and stopped by [`Checkers`] (`checkers.rs`), one per backend of the routed snapshot, so a
+//! reload can add and remove backends one by one. Only health is checked: a backend disabled or draining by the
+//! operator is still checked, so that its health is known when it comes back.
 //!
 //! A check that cannot even be made for a local reason (this process is out of file descriptors or socket
 //! buffers) says nothing about the backend: it is not counted, it is tried again shortly, and it is logged at
 //! most once a second. Otherwise a flood of clients would take every backend down at once.
 
+mod checkers;
 mod state;
 
 use std::sync::atomic::Ordering;
@@ -21,10 +27,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::config::HealthConfig;
 use crate::failure::{describe_io, describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
-use crate::upstream::Backend;
+pub use checkers::Checkers;
 use state::{Flip, HealthState};
 
 /// How soon a check that could not be made for a local reason is tried again.
@@ -58,20 +65,20 @@ pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
     futures_util::future::join_all(checks).await;
 }
 
-/// Checks `backend` every interval until `shutdown`, flipping its health per the rise/fall rules.
-pub async fn watch(backend: Arc<Backend>, config: HealthConfig, shutdown: CancellationToken) {
+/// Checks `backend` every interval until `stop`, flipping its health per the rise/fall rules.
+async fn watch(backend: Arc<Backend>, config: HealthConfig, stop: CancellationToken) {
     let mut state = HealthState::new(backend.is_healthy(), config.rise, config.fall);
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate, and `check_once` just did that check
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let verdict = loop {
             let verdict = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 verdict = check(&backend, &config) => verdict,
             };
             let Verdict::Local(reason) = verdict else {
@@ -88,7 +95,7 @@ pub async fn watch(backend: Arc<Backend>, config: HealthConfig, shutdown: Cancel
                 );
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(LOCAL_RETRY.min(config.interval)) => {}
             }
         };

@@ -18,6 +18,7 @@ use http::Method;
 use super::outcome::Outcome;
 use super::outcome::ProxyError;
 use super::relay::{relay, Attempt, Leg};
+use crate::balance::Candidates;
 use crate::failure::Failure;
 use crate::h1::client::Client;
 use crate::h1::request::RequestHead;
@@ -52,8 +53,13 @@ pub async fn attempts<T: Transport>(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let eligible = |i: usize| backends[i].is_healthy() && !tried.contains(i);
-                let Some(index) = snapshot.balancer.pick(backends.len(), &eligible) else {
+                let eligible = |i: usize| backends[i].is_eligible() && !tried.contains(i);
+                let candidates = Candidates {
+                    backends,
+                    key: None,
+                    eligible: &eligible,
+                };
+                let Some(index) = snapshot.balancer.pick(&candidates) else {
                     let error = last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
                     return Outcome::Failed(error);
@@ -63,6 +69,8 @@ pub async fn attempts<T: Transport>(
             }
         };
         let backend = &backends[index];
+        // Counts this attempt on the backend until the iteration ends, however: answered, failed, or dropped.
+        let _in_flight = backend.state.enter();
         let timeout = snapshot.timeouts.connect;
         let lease = if new_connection {
             Box::pin(worker.pool().connect(backend.addr, timeout)).await

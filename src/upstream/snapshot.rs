@@ -1,16 +1,22 @@
 //! The routing state the data plane reads per request, published atomically.
 //!
-//! A `Snapshot` is immutable: the backend list, the balancer built for it and the settings the proxy needs. The
-//! control plane builds a new one and swaps it in (`Routing::publish`); a request takes one `load()` and keeps a
-//! consistent view for its whole journey. Live per-backend state sits in `Arc<BackendState>` inside each `Backend`,
-//! so a future reload can carry it over by backend identity.
+//! A `Snapshot` is immutable: the backend list, the balancer built for it (once, here, not per request) and the
+//! settings the proxy needs. The control plane builds a new one and swaps it in ([`Routing::publish`]); a request
+//! takes one `load()` and keeps a consistent view for its whole journey, so a request in flight during a swap
+//! finishes on the snapshot it started with.
+//!
+//! Live per-backend state is an `Arc<BackendState>` inside each `Backend`. [`Snapshot::build`] carries it over from
+//! the previous snapshot by identity (same id and same address): health, counters and requests in flight survive a
+//! reload, and a request still running on the old snapshot counts against the same backend as new ones. A backend
+//! that changed address, or is new, starts fresh (healthy until its first check, which comes before traffic); a
+//! removed one is dropped with the last snapshot that holds it.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::backend::Backend;
-use crate::balance::{Balance, RoundRobin};
+use crate::backend::{Backend, Identity};
+use crate::balance::{self, Balance};
 use crate::config::{Config, PoolConfig, Timeouts};
 
 #[derive(Debug)]
@@ -23,18 +29,32 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(config: &Config) -> Self {
+    /// The routing state for `config`, keeping the live state of every backend that `previous` has too.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Self {
+        let backends: Vec<Arc<Backend>> = config
+            .backends
+            .iter()
+            .map(|b| {
+                let identity = Identity {
+                    id: b.id,
+                    addr: b.addr,
+                };
+                let known = previous.and_then(|previous| previous.backend(identity));
+                Arc::new(Backend::new(b, known.map(|known| known.state.clone())))
+            })
+            .collect();
         Snapshot {
-            backends: config
-                .backends
-                .iter()
-                .map(|b| Arc::new(Backend::new(b)))
-                .collect(),
-            balancer: Box::new(RoundRobin::default()),
+            balancer: balance::build(&backends),
+            backends,
             timeouts: config.timeouts.clone(),
             pool: config.pool.clone(),
             access_log: config.access_log,
         }
+    }
+
+    /// The backend with this identity, if this snapshot routes to it.
+    pub fn backend(&self, identity: Identity) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.identity() == identity)
     }
 }
 
@@ -59,5 +79,117 @@ impl Routing {
     /// The current snapshot, kept by the caller for as long as it needs a consistent view.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Makes `snapshot` the current one: requests that start from now on see it; those in flight keep theirs.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::config::{self, BackendConfig, Overrides};
+
+    fn backend(id: u64, port: u16) -> BackendConfig {
+        BackendConfig {
+            id,
+            host: "127.0.0.1".into(),
+            port,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn config(backends: Vec<BackendConfig>) -> Config {
+        config::from_backends(backends, &Overrides::default()).expect("a valid config")
+    }
+
+    #[test]
+    fn a_backend_with_the_same_id_and_address_keeps_its_state() {
+        let old = Snapshot::build(&config(vec![backend(1, 8001), backend(2, 8002)]), None);
+        old.backends[1]
+            .state
+            .healthy
+            .store(false, Ordering::Relaxed);
+        old.backends[1].state.requests.store(7, Ordering::Relaxed);
+        let in_flight = old.backends[1].state.enter();
+
+        // Reordered, and backend 2 now second of three: identity is id + address, not position.
+        let new = Snapshot::build(
+            &config(vec![backend(3, 8003), backend(2, 8002), backend(1, 8001)]),
+            Some(&old),
+        );
+
+        let (kept, also_kept) = (&new.backends[1], &new.backends[2]);
+        assert!(Arc::ptr_eq(&kept.state, &old.backends[1].state));
+        assert!(Arc::ptr_eq(&also_kept.state, &old.backends[0].state));
+        assert!(!kept.is_healthy(), "health carried over");
+        assert_eq!(kept.state.requests.load(Ordering::Relaxed), 7);
+        assert_eq!(kept.state.in_flight.load(Ordering::Relaxed), 1);
+        drop(in_flight);
+        assert_eq!(
+            kept.state.in_flight.load(Ordering::Relaxed),
+            0,
+            "a request that started on the old snapshot ends on the same count"
+        );
+        assert!(new.backends[0].is_healthy(), "a new backend starts fresh");
+    }
+
+    #[test]
+    fn a_backend_whose_address_changed_starts_fresh() {
+        let old = Snapshot::build(&config(vec![backend(1, 8001)]), None);
+        old.backends[0]
+            .state
+            .healthy
+            .store(false, Ordering::Relaxed);
+
+        let new = Snapshot::build(&config(vec![backend(1, 9001)]), Some(&old));
+
+        assert!(!Arc::ptr_eq(&new.backends[0].state, &old.backends[0].state));
+        assert!(new.backends[0].is_healthy());
+        assert_eq!(new.backends[0].addr.port(), 9001);
+    }
+
+    #[test]
+    fn a_removed_backend_is_dropped_with_the_last_snapshot_that_holds_it() {
+        let old = Snapshot::build(&config(vec![backend(1, 8001), backend(2, 8002)]), None);
+        let removed = Arc::downgrade(&old.backends[0].state);
+
+        let new = Snapshot::build(&config(vec![backend(2, 8002)]), Some(&old));
+        assert_eq!(new.backends.len(), 1);
+        assert_eq!(new.backends[0].id, 2);
+        assert!(
+            removed.upgrade().is_some(),
+            "still held by the old snapshot"
+        );
+
+        drop(old);
+        assert!(
+            removed.upgrade().is_none(),
+            "nothing keeps its state any more"
+        );
+    }
+
+    #[test]
+    fn publish_swaps_for_new_requests_and_keeps_the_view_of_those_in_flight() {
+        let routing = Routing::new(Snapshot::build(&config(vec![backend(1, 8001)]), None));
+        let in_flight = routing.load_full();
+
+        let next = Snapshot::build(
+            &config(vec![backend(1, 8001), backend(2, 8002)]),
+            Some(&routing.load()),
+        );
+        routing.publish(next);
+
+        assert_eq!(routing.load().backends.len(), 2);
+        assert_eq!(in_flight.backends.len(), 1);
+        assert!(Arc::ptr_eq(
+            &routing.load().backends[0].state,
+            &in_flight.backends[0].state
+        ));
     }
 }

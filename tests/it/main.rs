@@ -13,6 +13,7 @@ mod harness;
 mod headers;
 mod health;
 mod honest;
+mod in_process;
 mod limits;
 mod rotation;
 mod shutdown;

@@ -62,9 +62,15 @@ impl RawConn {
     /// Reads one response: the head, then a body framed by Content-Length, chunked encoding, or the end of the
     /// connection.
     pub async fn response(&mut self) -> RawResponse {
-        tokio::time::timeout(PATIENCE, self.read_response(false))
+        self.response_within(PATIENCE).await
+    }
+
+    /// Reads one response, waiting for it at most `patience` (on the test's clock: a paused one advances only as the
+    /// runtime's timers make it, so a wait for `lb`'s own timeouts must allow for them).
+    pub async fn response_within(&mut self, patience: Duration) -> RawResponse {
+        tokio::time::timeout(patience, self.read_response(false))
             .await
-            .expect("a response within the patience")
+            .unwrap_or_else(|_| panic!("no response within {patience:?}"))
     }
 
     /// Reads one response, or says why there was none (the connection closed or failed first).

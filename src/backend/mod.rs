@@ -1,0 +1,110 @@
+//! A backend: who it is (fixed by the config) and a handle on how it is doing (shared, updated live).
+//!
+//! Identity and live state are apart on purpose. A [`Backend`] is immutable and belongs to one routing snapshot; its
+//! [`BackendState`] (`state.rs`: health, admin state, requests in flight, counters) is an `Arc` that a new snapshot
+//! carries over when the backend keeps its [`Identity`] (same id, same address), so a reload keeps what is known
+//! about a backend and the requests already on their way to it are still counted.
+//!
+//! This module sits below both `balance` (which reads backends to choose one) and `upstream` (whose snapshot holds
+//! backends and the balancer built over them), so that neither imports the other backwards.
+
+mod state;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub use state::{AdminState, BackendState};
+
+use crate::config::BackendConfig;
+
+/// A backend as the data plane sees it: identity plus a handle on its live state.
+#[derive(Debug)]
+pub struct Backend {
+    pub id: u64,
+    /// `host:port` as written in the config (used as the Host of health checks and in logs).
+    pub authority: String,
+    pub addr: SocketAddr,
+    /// Its share of the traffic relative to the others, for weighted algorithms: 1 until the config has a
+    /// `weight` key. Round robin gives every backend one turn whatever its weight.
+    #[expect(
+        dead_code,
+        reason = "read by weighted balancing, which comes with the config key"
+    )]
+    pub weight: u32,
+    pub state: Arc<BackendState>,
+}
+
+/// What makes two backends of two snapshots the same one: the config's id and the address connections go to.
+/// A backend whose address changed is another backend for everything it knows (health, counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub id: u64,
+    pub addr: SocketAddr,
+}
+
+impl Backend {
+    /// The backend `config` describes, with `state` carried over from a previous snapshot, or a fresh state.
+    pub fn new(config: &BackendConfig, state: Option<Arc<BackendState>>) -> Self {
+        Backend {
+            id: config.id,
+            authority: format!("{}:{}", config.host, config.port),
+            addr: config.addr,
+            weight: 1,
+            state: state.unwrap_or_default(),
+        }
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            id: self.id,
+            addr: self.addr,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.state.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether new requests may go to it: healthy, and enabled by the operator (not disabled, not draining).
+    pub fn is_eligible(&self) -> bool {
+        self.is_healthy() && self.state.admin() == AdminState::Enabled
+    }
+}
+
+impl fmt::Display for Backend {
+    /// `backend 2 127.0.0.1:8002`: the form every log line uses.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend {} {}", self.id, self.authority)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eligible_only_when_healthy_and_enabled() {
+        let config = BackendConfig {
+            id: 1,
+            host: "localhost".into(),
+            port: 8001,
+            addr: ([127, 0, 0, 1], 8001).into(),
+        };
+        let backend = Backend::new(&config, None);
+        assert!(
+            backend.is_eligible(),
+            "a new backend is enabled and taken as up"
+        );
+        assert_eq!(backend.to_string(), "backend 1 localhost:8001");
+
+        for admin in [AdminState::Disabled, AdminState::Draining] {
+            backend.state.set_admin(admin);
+            assert!(!backend.is_eligible(), "{admin:?}");
+        }
+        backend.state.set_admin(AdminState::Enabled);
+        backend.state.healthy.store(false, Ordering::Relaxed);
+        assert!(!backend.is_eligible(), "down");
+    }
+}

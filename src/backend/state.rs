@@ -1,0 +1,164 @@
+//! The live state of one backend, shared by the health checker, the operator (later: the admin plane) and every
+//! worker: atomics only, so the data plane reads and counts without a lock.
+//!
+//! - `healthy`: written by the health checker on a flip, read per request.
+//! - `admin`: what the operator wants ([`AdminState`]); only an enabled backend gets new requests.
+//! - `in_flight`: requests being attempted on it right now, counted by an RAII guard ([`InFlight`]) that a request
+//!   takes when the balancer picks the backend and drops when the attempt ends, however it ends: an answer, a
+//!   failure, or the request's future being dropped (the client went away, the server stopped). A count that only
+//!   goes up on one path and down on another would leak; a guard cannot. Least-request balancing reads it, and so
+//!   does a drain (a draining backend is done when it reaches 0).
+//! - `latency_ns`: the slot for a latency estimate (an EWMA of response times, in nanoseconds; 0 until measured).
+//!   Latency-aware balancing will write it from the responses it sees; nothing writes it yet, so the request path
+//!   pays nothing for it.
+//! - counters: requests answered, connections that failed. They live here, next to what they count, so that metrics
+//!   are a view of this rather than a second bookkeeping.
+//!
+//! Nothing here is ordered with anything else: every access is `Relaxed` (a balancer's view of another thread's
+//! count may be a moment old, which is all an estimate needs).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// What the operator wants of a backend. Health is the checker's verdict; this is a person's, and both must agree
+/// before a backend gets new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes requests when healthy.
+    #[default]
+    Enabled = 0,
+    /// Takes no new requests; requests in flight finish.
+    Disabled = 1,
+    /// Takes no new requests while the ones in flight finish, on its way out (removed, or about to be disabled).
+    Draining = 2,
+}
+
+impl AdminState {
+    fn from_u8(value: u8) -> AdminState {
+        match value {
+            1 => AdminState::Disabled,
+            2 => AdminState::Draining,
+            _ => AdminState::Enabled,
+        }
+    }
+}
+
+/// Live state of one backend, shared by the health checker and every worker.
+#[derive(Debug)]
+pub struct BackendState {
+    pub healthy: AtomicBool,
+    /// An [`AdminState`]; read and written through [`BackendState::admin`] and [`BackendState::set_admin`].
+    admin: AtomicU8,
+    /// Requests being attempted on this backend now; see [`InFlight`].
+    pub in_flight: AtomicUsize,
+    /// Estimated response latency in nanoseconds (an EWMA), 0 while unknown: filled by latency-aware balancing.
+    #[expect(
+        dead_code,
+        reason = "written and read by latency-aware balancing (a later issue)"
+    )]
+    pub latency_ns: AtomicU64,
+    /// Requests answered by this backend (any status).
+    pub requests: AtomicU64,
+    /// Connection attempts that failed (refused, unreachable, timed out).
+    pub connect_failures: AtomicU64,
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        BackendState {
+            // Until the first check says otherwise: a new backend is checked before it gets traffic.
+            healthy: AtomicBool::new(true),
+            admin: AtomicU8::new(AdminState::Enabled as u8),
+            in_flight: AtomicUsize::new(0),
+            latency_ns: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl BackendState {
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the admin plane sets it (a later issue)")
+    )]
+    pub fn set_admin(&self, admin: AdminState) {
+        self.admin.store(admin as u8, Ordering::Relaxed);
+    }
+
+    /// Counts one request in flight on this backend until the guard is dropped.
+    pub fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// One request in flight on a backend, from the moment it was picked until its attempt ends; dropping it (on every
+/// path, cancellation included) takes the request off the count.
+#[derive(Debug)]
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InFlight<'a>(&'a BackendState);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    fn in_flight(state: &BackendState) -> usize {
+        state.in_flight.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_guard_counts_while_it_lives() {
+        let state = BackendState::default();
+        let first = state.enter();
+        let second = state.enter();
+        assert_eq!(in_flight(&state), 2);
+        drop(first);
+        assert_eq!(in_flight(&state), 1);
+        drop(second);
+        assert_eq!(in_flight(&state), 0);
+    }
+
+    #[test]
+    fn a_cancelled_request_is_not_counted_any_more() {
+        let state = BackendState::default();
+        let (_hold, never) = tokio::sync::oneshot::channel::<()>();
+        let request = async {
+            let _in_flight = state.enter();
+            let _ = never.await;
+        };
+        // Polled once (the guard is taken), then dropped while it waits: a client that went away.
+        let mut request = Box::pin(request);
+        let mut context = Context::from_waker(Waker::noop());
+        assert!(request.as_mut().poll(&mut context).is_pending());
+        assert_eq!(in_flight(&state), 1);
+        drop(request);
+        assert_eq!(in_flight(&state), 0);
+    }
+
+    #[test]
+    fn admin_state_round_trips_and_defaults_to_enabled() {
+        let state = BackendState::default();
+        assert_eq!(state.admin(), AdminState::Enabled);
+        for admin in [
+            AdminState::Disabled,
+            AdminState::Draining,
+            AdminState::Enabled,
+        ] {
+            state.set_admin(admin);
+            assert_eq!(state.admin(), admin);
+        }
+    }
+}
