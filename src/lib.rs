@@ -1,9 +1,10 @@
 //! `lb`: an HTTP load balancer.
 //!
 //! # Layout
-//! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend. Below the proxy,
-//! imports run one way too: `control` → `health` → `upstream` → `balance` → `backend` (and the proxy uses
-//! `upstream` and `balance`); any module may use `h1`, `config`, `failure`.
+//! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend. Imports run one way
+//! too: `server` → `connection` → `access_log`/`proxy` → `worker` → `upstream`/`timers`; `server` → `control` →
+//! `health` → `upstream` → `balance` → `backend`; any module may use `h1`, `config`, `failure`. Nothing imports
+//! back up.
 //!
 //! - [`cli`]: the command line (the spec's flags, the `demo` subcommand).
 //! - [`config`]: the file formats and the one validation step that builds a [`config::Config`].
@@ -13,10 +14,16 @@
 //! - `control`: the control plane's hold on routing: builds and publishes each snapshot, keeps one health checker
 //!   per backend (what a reload will change).
 //! - `admission`: how many client connections may be open at once (`max_connections`), derived from the fd limit.
-//! - `connection`: one client connection: read a head, hand it to the proxy, keep-alive, the 408 and idle timeouts.
+//! - `worker`: one worker thread's context (routing handle, pool, buffers, timers, drain state) and its counters,
+//!   which other threads read.
+//! - `connection`: one client connection: read a head, hand it to the proxy, act on the outcome (the only place
+//!   that answers on its own and ends a connection), keep-alive, the 408 and idle timeouts.
+//! - `access_log`: the access log line and the failure line of each request.
 //! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
-//! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming.
-//! - `proxy`: one request's journey: pick a backend, forward, retry, answer 502/503/504.
+//! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming, and the
+//!   client connection behind a `Transport` (plain TCP; TLS next).
+//! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
+//!   upgrade; returns an outcome (it never answers on its own).
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
 //!   flood (the first in full, the rest summed up once a second).
 //! - `balance`: the selection API (a balancer built per snapshot, asked per request with the candidates: backends,
