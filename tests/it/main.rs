@@ -17,3 +17,4 @@ mod limits;
 mod rotation;
 mod shutdown;
 mod streaming;
+mod websocket;
