@@ -1,13 +1,15 @@
-//! The test harness: backends ([`TestBackend`], [`RawBackend`], [`ScriptedBackend`]), the real `lb` binary in front of
-//! them ([`TestLb`]),
+//! The test harness: backends ([`TestBackend`], [`RawBackend`], [`ScriptedBackend`], [`HandoffBackend`],
+//! [`WsEchoBackend`]), the real `lb` binary in front of them ([`TestLb`]),
 //! a raw HTTP/1 client for what `reqwest` will not send ([`RawConn`], in `raw`), and waiting on conditions
 //! ([`wait_until`]).
 //!
 //! Everything listens on 127.0.0.1 with an ephemeral port, and every wait has a deadline.
 
 mod backend;
+mod handoff;
 mod raw;
 mod scripted;
+mod websocket;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,8 +23,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
+pub use handoff::{tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};
+pub use websocket::{WsEchoBackend, BYE, BYE_CODE, BYE_REASON};
 
 /// Long enough for anything that should happen on loopback; only reached when something is wrong.
 pub const PATIENCE: Duration = Duration::from_secs(10);

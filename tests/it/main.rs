@@ -18,3 +18,4 @@ mod limits;
 mod rotation;
 mod shutdown;
 mod streaming;
+mod websocket;

@@ -176,6 +176,25 @@ impl RawConn {
         line.trim_end_matches(['\r', '\n']).to_owned()
     }
 
+    /// Reads exactly `n` bytes past what was read so far (after a `101`, the tunnel's bytes); panics if the
+    /// connection ends first or after [`PATIENCE`].
+    pub async fn read_exactly(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; n];
+        let read = tokio::time::timeout(PATIENCE, self.stream.read_exact(&mut bytes)).await;
+        let read = read.unwrap_or_else(|_| panic!("{n} bytes did not arrive within the patience"));
+        read.unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
+        bytes
+    }
+
+    /// Ends the client's sending side (a FIN); reading goes on.
+    pub async fn shutdown_write(&mut self) {
+        self.stream
+            .get_mut()
+            .shutdown()
+            .await
+            .expect("shut down the write side");
+    }
+
     /// Reads whatever arrives until the peer closes (or resets) the connection; panics after `timeout`.
     pub async fn read_until_closed(&mut self, timeout: Duration) -> Vec<u8> {
         let mut received = Vec::new();
