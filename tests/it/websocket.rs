@@ -716,3 +716,39 @@ async fn a_tunnel_flooded_toward_a_client_that_does_not_read_holds_little_memory
     assert_eq!(client.read_until_closed(PATIENCE).await, b"");
     flood.await.expect("the flood task");
 }
+
+#[tokio::test]
+async fn bytes_the_client_sends_before_the_101_reach_the_backend_after_it() {
+    let (mut backend, lb) = tunnel_setup().await;
+    let mut client = RawConn::connect(lb.addr()).await;
+    // A client that does not wait for the switch: its first tunnel bytes come right behind the request head.
+    client
+        .send(&[UPGRADE_REQUEST, b"early bytes".as_slice()].concat())
+        .await;
+    let mut server = backend.next().await;
+    server.write(SWITCHING).await;
+    assert_eq!(client.response().await.status, 101);
+    assert_eq!(server.read_exactly(11).await, b"early bytes");
+    server.write(b"seen").await;
+    assert_eq!(client.read_exactly(4).await, b"seen");
+}
+
+#[tokio::test]
+async fn h2c_is_taken_out_of_a_list_of_protocols_and_the_rest_is_offered() {
+    let (mut backend, lb) = tunnel_setup().await;
+    let mut client = RawConn::connect(lb.addr()).await;
+    client
+        .send(
+            b"GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+              Upgrade: h2c, x-echo/1\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        )
+        .await;
+    let mut server = backend.next().await;
+    assert_eq!(server.head.header("upgrade"), Some("x-echo/1"));
+    assert_eq!(server.head.header("http2-settings"), None);
+    assert_eq!(server.head.connection_tokens(), ["upgrade"]);
+    server.write(SWITCHING).await;
+    assert_eq!(client.response().await.status, 101);
+    client.send(b"through").await;
+    assert_eq!(server.read_exactly(7).await, b"through");
+}
