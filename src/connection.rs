@@ -74,7 +74,7 @@ fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output 
             }
             if client.buf.is_empty() {
                 let wait = {
-                    let timeouts = worker.timeouts();
+                    let timeouts = &worker.routing().load().timeouts;
                     if first {
                         timeouts.client_header
                     } else {
@@ -131,7 +131,7 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
             let read = read_head(client, buffers, &mut scan);
             let deadline = worker
                 .timers()
-                .head_deadline(worker.timeouts().client_header);
+                .head_deadline(worker.routing().load().timeouts.client_header);
             tokio::select! {
                 biased;
                 read = read => Ok(read),
@@ -165,7 +165,9 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
     }
     let in_flight = worker.exchange();
     let started = Instant::now();
-    let outcome = proxy::handle(worker, client, &head, &raw).await;
+    // One view of the routing for the whole exchange (a reload in between changes nothing for it).
+    let snapshot = worker.routing().load_full();
+    let outcome = proxy::handle(worker, &snapshot, client, &head, &raw).await;
     let request = Request {
         peer: client.peer,
         head: &head,
@@ -209,7 +211,7 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
             (status, error.backend, false)
         }
     };
-    if worker.routing().load().access_log {
+    if snapshot.access_log {
         access_log::exchange(&request, status, backend, started.elapsed());
     }
     drop(in_flight);

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::admission::ConnectionLimit;
-use crate::config::{PoolConfig, Timeouts};
+use crate::config::PoolConfig;
 use crate::h1::buffers::Buffers;
 use crate::timers::Timers;
 use crate::upstream::{KeepAlive, Pool, Routing};
@@ -111,11 +111,6 @@ impl Worker {
         &self.pool
     }
 
-    /// The timeouts in force now.
-    pub fn timeouts(&self) -> Timeouts {
-        self.routing.load().timeouts.clone()
-    }
-
     /// Whether shutdown has begun (answers close their connections).
     pub fn draining(&self) -> bool {
         self.draining.get()
@@ -144,7 +139,7 @@ impl Worker {
 
     /// How often the sweeper fires deadlines: an eighth of the shortest timeout it keeps.
     fn timer_tick(&self) -> Duration {
-        let timeouts = self.timeouts();
+        let timeouts = &self.routing.load().timeouts;
         let shortest = timeouts
             .client_header
             .min(timeouts.idle)

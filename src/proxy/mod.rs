@@ -24,18 +24,19 @@ pub use outcome::{Outcome, ProxyError};
 use crate::h1::client::Client;
 use crate::h1::request::RequestHead;
 use crate::h1::transport::Transport;
+use crate::upstream::Snapshot;
 use crate::worker::Worker;
 
-/// Proxies one request whose head (`raw`, parsed as `head`) was read from `client`.
+/// Proxies one request whose head (`raw`, parsed as `head`) was read from `client`, routed by `snapshot`.
 pub async fn handle<T: Transport>(
     worker: &Worker,
+    snapshot: &Snapshot,
     client: &mut Client<T>,
     head: &RequestHead,
     raw: &[u8],
 ) -> Outcome {
-    let snapshot = worker.routing().load_full();
     let mut out = worker.buffers().vec();
-    let outcome = retry::attempts(worker, &snapshot, client, head, raw, &mut out).await;
+    let outcome = retry::attempts(worker, snapshot, client, head, raw, &mut out).await;
     worker.buffers().recycle_vec(out);
     outcome
 }
