@@ -12,11 +12,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::state::{Flip, HealthState};
 use crate::backend::Backend;
 use crate::config::HealthConfig;
 use crate::failure::{describe_io, describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
-use super::state::{Flip, HealthState};
 
 /// How soon a check that could not be made for a local reason is tried again.
 const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);

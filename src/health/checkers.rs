@@ -39,7 +39,11 @@ struct Checker {
 impl Checker {
     fn start(backend: &Arc<Backend>, config: &HealthConfig, shutdown: &CancellationToken) -> Self {
         let stop = shutdown.child_token();
-        let task = tokio::spawn(super::check::watch(backend.clone(), config.clone(), stop.clone()));
+        let task = tokio::spawn(super::check::watch(
+            backend.clone(),
+            config.clone(),
+            stop.clone(),
+        ));
         Checker {
             backend: backend.clone(),
             config: config.clone(),

@@ -11,12 +11,15 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb::config::{self, Overrides};
 use lb::Server;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
@@ -136,6 +139,76 @@ async fn round_robin_takes_turns_over_two_backends() {
     .await;
 }
 
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_silent_tunnel_lasts_the_default_hour_and_is_closed_then() {
+    in_process(async {
+        let backend = upgrade_backend().await;
+        let lb = start_with(&[(1, backend)], json!({})).await;
+
+        let mut client = RawConn::connect(lb.local_addr()).await;
+        client
+            .send(
+                b"GET /chat HTTP/1.1\r\nHost: lb\r\nConnection: upgrade\r\nUpgrade: x-echo\r\n\r\n",
+            )
+            .await;
+        let response = client.response_within(Duration::from_secs(5)).await;
+        assert_eq!(response.status, 101, "{}", response.text());
+        client.send(b"ping").await;
+        assert_eq!(client.read_exactly(4).await, b"PING");
+        let quiet_since = Instant::now();
+
+        // Nothing either way: the ordinary timeouts (idle 60 s, backend_response 60 s) do not apply; the
+        // tunnel's own `tunnel_idle` (1 h by default) does.
+        let closed = client
+            .read_until_closed(Duration::from_secs(2 * 3600))
+            .await;
+        assert!(closed.is_empty());
+        let quiet = quiet_since.elapsed();
+        let hour = Duration::from_secs(3600);
+        assert!(
+            quiet >= hour && quiet <= hour + TICK,
+            "closed after {quiet:?} of silence"
+        );
+        lb.shutdown().await;
+    })
+    .await;
+}
+
+/// A backend that answers health checks with 200 and an `Upgrade: x-echo` request with `101`, after which it sends
+/// back in capitals what it gets, until the end of the stream.
+async fn upgrade_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::task::spawn_local(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::task::spawn_local(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                if !String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("upgrade: x-echo")
+                {
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+                    let _ = stream.write_all(ok).await;
+                    return;
+                }
+                let switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x-echo\r\n\r\n";
+                let _ = stream.write_all(switching).await;
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    let _ = stream.write_all(&buf[..n].to_ascii_uppercase()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Runs `test` inside a `LocalSet`, where `Server::start_local` can put its worker.
 async fn in_process<F: Future>(test: F) -> F::Output {
     LocalSet::new().run_until(test).await
@@ -144,9 +217,15 @@ async fn in_process<F: Future>(test: F) -> F::Output {
 /// `lb` in-process in front of `backends` (checked on [`HEALTH_PATH`], everything else at its default), on
 /// 127.0.0.1 with an ephemeral port; `extra` is merged into its config file's JSON, key by key.
 async fn start(backends: &[&TestBackend], extra: Value) -> Server {
+    let backends: Vec<(u64, SocketAddr)> = backends.iter().map(|b| (b.id, b.addr())).collect();
+    start_with(&backends, extra).await
+}
+
+/// [`start`] in front of backends given by id and address.
+async fn start_with(backends: &[(u64, SocketAddr)], extra: Value) -> Server {
     let backends: Vec<Value> = backends
         .iter()
-        .map(|b| json!({"id": b.id, "host": "127.0.0.1", "port": b.addr().port()}))
+        .map(|(id, addr)| json!({"id": id, "host": "127.0.0.1", "port": addr.port()}))
         .collect();
     let mut file = json!({"backends": backends, "health_check": {"path": HEALTH_PATH}});
     merge(&mut file, extra);
