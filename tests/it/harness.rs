@@ -477,3 +477,17 @@ pub fn config_file(name: &str, contents: &str) -> (tempfile::TempDir, String) {
     std::fs::write(&path, contents).expect("write the config");
     (dir, path.to_str().expect("a UTF-8 temp path").to_owned())
 }
+
+/// Compares byte strings without printing a megabyte when they differ.
+pub fn same_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    assert_eq!(first, None, "{what}: first difference at this offset");
+}
+
+/// `len` bytes of a pattern that does not repeat every 256 bytes (a shifted or dropped chunk shows).
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 10) as u8)
+        .collect()
+}

@@ -18,4 +18,5 @@ mod limits;
 mod rotation;
 mod shutdown;
 mod streaming;
+mod upgrade;
 mod websocket;
