@@ -11,7 +11,7 @@
 //! it. Only a client that sends urgent data (no HTTP client does) is affected, and only its own connection: it
 //! waits for its next bytes, bounded by the usual timeouts.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read};
 use std::task::{ready, Context, Poll};
 
@@ -31,8 +31,12 @@ pub trait ReadInto {
 }
 
 /// Reads once into `buf` (which the caller gave room), waiting until there is something to read.
-pub async fn read_into<R: ReadInto + ?Sized>(src: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
-    poll_fn(|cx| src.poll_read_into(cx, buf)).await
+/// (A plain function returning the poll: no `async` state machine of its own around it.)
+pub fn read_into<'a, R: ReadInto + ?Sized>(
+    src: &'a mut R,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    poll_fn(move |cx| src.poll_read_into(cx, buf))
 }
 
 impl<R: ReadInto + ?Sized> ReadInto for &mut R {
