@@ -508,3 +508,85 @@ async fn h2c_is_taken_out_of_a_list_of_protocols_and_the_rest_is_offered() {
     client.send(b"through").await;
     assert_eq!(server.read_exactly(7).await, b"through");
 }
+
+/// A tunnel's small writes go out as they come, on the connection's first exchange too: Nagle's algorithm must not
+/// hold a second small write until the client acknowledges the first (a delayed ACK: 40 ms on Linux). Interactive
+/// protocols (a WebSocket server that answers one message with two) otherwise pay 40 ms per round trip. A
+/// connection whose first request was a plain one has TCP_NODELAY already (set on the way to keep-alive), which is
+/// why this uses an upgrade on a new connection.
+#[tokio::test]
+async fn a_tunnel_on_a_new_connection_passes_small_writes_on_without_a_delayed_ack_stall() {
+    let (mut backend, lb) = tunnel_setup().await;
+    let (mut client, server) = open_tunnel(lb.addr(), &mut backend, b"").await;
+    let (mut server, rest) = server.into_parts();
+    assert!(rest.is_empty());
+    // The test's own backend must not be the one delaying.
+    server.set_nodelay(true).unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        client.send(b"?").await;
+        let mut asked = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut asked)
+            .await
+            .expect("the backend reads the question");
+        server.write_all(b"first").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        server.write_all(b"second").await.unwrap();
+        assert_eq!(client.read_exactly(11).await, b"firstsecond");
+        rounds.push(started.elapsed());
+    }
+    rounds.sort();
+    let median = rounds[rounds.len() / 2];
+    assert!(
+        median < Duration::from_millis(20),
+        "a round trip of two small writes took {median:?} (median; all: {rounds:?}): Nagle's algorithm is on for the \
+         tunnel's client side"
+    );
+}
+
+/// A backend that resets a tunnel makes lb reset the client's connection too, as for a cut HTTP answer: a clean
+/// close (FIN) would tell the client that the backend ended its stream on purpose, which for a protocol framed by
+/// the end of the stream makes a truncated stream look complete.
+#[tokio::test]
+async fn a_backend_that_resets_a_tunnel_makes_the_client_see_a_reset_not_a_clean_end() {
+    let (mut backend, lb) = tunnel_setup().await;
+    let mut client = TcpStream::connect(lb.addr()).await.expect("connect to lb");
+    client.write_all(UPGRADE_REQUEST).await.unwrap();
+    let server = backend.next().await;
+    let (mut server, _) = server.into_parts();
+    server
+        .write_all(&[SWITCHING, b"partial"].concat())
+        .await
+        .unwrap();
+    // The client has the 101 and the tunnel's first bytes...
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.ends_with(b"partial") {
+        let n = tokio::time::timeout(
+            PATIENCE,
+            tokio::io::AsyncReadExt::read(&mut client, &mut buf),
+        )
+        .await
+        .expect("the 101 and the first bytes within the patience")
+        .expect("read from lb");
+        assert!(n > 0, "lb closed before the tunnel's first bytes");
+        received.extend_from_slice(&buf[..n]);
+    }
+    // ...then the backend resets its connection.
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    let ended = tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read(&mut client, &mut buf),
+    )
+    .await
+    .expect("the tunnel ends within the patience");
+    match ended {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(0) => panic!("the backend reset the tunnel, but the client saw a clean end of stream"),
+        other => panic!("after the backend's reset the client read {other:?}"),
+    }
+}
