@@ -189,6 +189,13 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
             }
             (status, Some(backend), keep_alive)
         }
+        Outcome::Tunneled { backend, failed } => {
+            // Both sides of the tunnel are done, or one failed: nothing to linger for; a failure is passed on.
+            if failed {
+                client.stream.reset_on_close();
+            }
+            (StatusCode::SWITCHING_PROTOCOLS, Some(backend), false)
+        }
         Outcome::Failed(error) => {
             access_log::failure(&request, &error);
             if error.failure == Failure::ClientGone {

@@ -65,13 +65,13 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
     tokio::select! {
         drained = server.shutdown() => {
+            if drained.tunnels > 0 {
+                tracing::info!("drain deadline passed: {} tunnels closed", drained.tunnels);
+            }
             if drained.cut > 0 {
                 let requests = if drained.cut == 1 { "request" } else { "requests" };
                 tracing::warn!("drain deadline passed: {} {requests} still in flight cut; stopped", drained.cut);
                 return ExitCode::FAILURE;
-            }
-            if drained.tunnels > 0 {
-                tracing::info!("drain deadline passed: {} tunnels closed", drained.tunnels);
             }
             tracing::info!("stopped");
             ExitCode::SUCCESS

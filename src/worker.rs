@@ -129,7 +129,8 @@ impl Worker {
     pub async fn sweep(&self) {
         let chores = |now| {
             self.pool.purge(now);
-            if self.counts.in_flight() == 0 {
+            // Tunnels are exchanges that may last hours without holding a buffer: they do not keep the spares.
+            if self.counts.in_flight() == self.counts.tunnels() {
                 self.buffers.trim();
             }
             !self.pool.is_empty()

@@ -76,6 +76,9 @@ impl Buffers {
 
     /// Takes back a read buffer whose contents are no longer needed.
     pub fn recycle_bytes(&self, mut buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
         buf.clear();
         // After `advance`, a buffer's spare room starts midway; reserving moves it back to the start when the
         // buffer is not shared (and allocates anew when it is, which is then not worth keeping).
@@ -100,6 +103,9 @@ impl Buffers {
     }
 
     pub fn recycle_vec(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
         buf.clear();
         let capacity = buf.capacity();
         self.vecs.borrow_mut().keep(buf, capacity);

@@ -88,3 +88,8 @@ fn names_headers(value: &[u8]) -> bool {
             && !item.eq_ignore_ascii_case(b"keep-alive")
     })
 }
+
+/// RFC 9110 `tchar`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -228,7 +228,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
         connection_names,
         // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored; `h2c` is HTTP/2 for us to speak, not a tunnel.
         upgrade: match (minor, connection_upgrade, upgrades.as_slice()) {
-            (1, true, [one]) if upgrade_protocols(&buf[one.clone()]).next().is_some() => {
+            (1, true, [one])
+                if valid_upgrade(&buf[one.clone()])
+                    && upgrade_protocols(&buf[one.clone()]).next().is_some() =>
+            {
                 Some(one.clone())
             }
             _ => None,
@@ -239,10 +242,29 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
 
 /// The protocols an `Upgrade` value names that a tunnel may carry: every one but `h2c`.
 pub fn upgrade_protocols(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    protocols(value).filter(|p| !p.eq_ignore_ascii_case(b"h2c"))
+}
+
+/// The entries of an `Upgrade` value.
+pub fn protocols(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
-        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case(b"h2c"))
+        .filter(|p| !p.is_empty())
+}
+
+/// Whether every entry of an `Upgrade` value is `protocol-name ["/" protocol-version]`, both tokens (RFC 9110
+/// §7.8), and there is one.
+fn valid_upgrade(value: &[u8]) -> bool {
+    let token = |t: &[u8]| !t.is_empty() && t.iter().all(|&b| super::is_token_char(b));
+    let valid = |p: &[u8]| match p.iter().position(|&b| b == b'/') {
+        Some(slash) => token(&p[..slash]) && token(&p[slash + 1..]),
+        None => token(p),
+    };
+    let empty_entries = value
+        .split(|&b| b == b',')
+        .all(|p| p.trim_ascii().is_empty());
+    !empty_entries && protocols(value).all(valid)
 }
 
 /// For a head still incomplete: whether it has already gone past a limit.

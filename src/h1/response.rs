@@ -18,6 +18,8 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// The reason phrase, as a range of the head's bytes.
     pub reason: std::ops::Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
     pub headers: Vec<Header>,
     pub body: BodyLength,
     /// The Content-Length the backend stated (for HEAD and 304 it describes a body that is not sent).
@@ -142,7 +144,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Option<(ResponseHead, usi
     let head = ResponseHead {
         status,
         reason,
-
+        minor,
         headers,
         body,
         content_length,

@@ -28,6 +28,9 @@ pub trait ReadInto {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>>;
+
+    /// Ready when a read may find something (bytes, the end, an error): for waiting without a buffer.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 /// Reads once into `buf` (which the caller gave room), waiting until there is something to read.
@@ -47,6 +50,10 @@ impl<R: ReadInto + ?Sized> ReadInto for &mut R {
     ) -> Poll<io::Result<usize>> {
         (**self).poll_read_into(cx, buf)
     }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        (**self).poll_ready(cx)
+    }
 }
 
 impl ReadInto for TcpStream {
@@ -57,6 +64,10 @@ impl ReadInto for TcpStream {
     ) -> Poll<io::Result<usize>> {
         poll_read_stream(self, cx, buf)
     }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
 }
 
 impl ReadInto for ReadHalf<'_> {
@@ -66,6 +77,10 @@ impl ReadInto for ReadHalf<'_> {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         poll_read_stream(self.as_ref(), cx, buf)
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
     }
 }
 

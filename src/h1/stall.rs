@@ -159,6 +159,10 @@ impl<T: ReadInto> ReadInto for Stall<T> {
         let polled = self.inner.poll_read_into(cx, buf);
         self.watch(cx, polled, |&n| n)
     }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_ready(cx)
+    }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {

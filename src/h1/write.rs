@@ -17,7 +17,7 @@ use http::StatusCode;
 
 use super::request::{upgrade_protocols, RequestHead};
 use super::response::ResponseHead;
-use super::{contains_token, BodyLength, Header};
+use super::{contains_token, is_token_char, BodyLength, Header};
 
 const HOP_BY_HOP: [&[u8]; 8] = [
     b"connection",
@@ -217,11 +217,6 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
             let _ = write!(out, "{v6}");
         }
     }
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// How the client gets a response's body and connection.

@@ -10,6 +10,7 @@ use tokio::net::tcp::ReadHalf;
 
 use crate::failure::{describe_io, Failure};
 use crate::h1::body;
+use crate::h1::request;
 use crate::h1::response::{self, ResponseHead};
 use crate::h1::transport::ClientWrite;
 use crate::h1::write::{self, ClientFraming};
@@ -32,20 +33,44 @@ pub enum Receive {
 
 /// What the request allows the answer to be.
 #[derive(Clone, Copy)]
-pub struct Asked {
+pub struct Asked<'a> {
     /// The request was HEAD (no body follows the answer's head).
     pub head_request: bool,
     /// The client speaks HTTP/1.1 (1xx answers reach it).
     pub http11: bool,
-    /// The request asked to switch protocols: a `101` is its final answer.
-    pub upgrade: bool,
+    /// The request asked to switch protocols (to these, an `Upgrade` value as forwarded): a `101` to one of them
+    /// is its final answer.
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// Why a backend's `101` to an upgrade request cannot be relayed, if it cannot (RFC 9110 §7.8, §15.2.2): an HTTP/1.0
+/// server cannot switch, a `101` must say to what in one `Upgrade`, and only to protocols the client offered (so
+/// never to `h2c`, which is not forwarded).
+fn refused_switch(head: &ResponseHead, buf: &[u8], offered: &[u8]) -> Option<&'static str> {
+    if head.minor != 1 {
+        return Some("101 Switching Protocols from an HTTP/1.0 backend");
+    }
+    let mut upgrades = head
+        .headers
+        .iter()
+        .filter(|h| buf[h.name.clone()].eq_ignore_ascii_case(b"upgrade"));
+    let (Some(upgrade), None) = (upgrades.next(), upgrades.next()) else {
+        return Some("101 Switching Protocols without one Upgrade header");
+    };
+    let mut chosen = request::protocols(&buf[upgrade.value.clone()]).peekable();
+    let was_offered =
+        |p: &[u8]| request::upgrade_protocols(offered).any(|o| o.eq_ignore_ascii_case(p));
+    if chosen.peek().is_none() || !chosen.all(was_offered) {
+        return Some("101 Switching Protocols to a protocol the client did not offer");
+    }
+    None
 }
 
 /// Reads the backend's final response head into `up_buf`; answers it and its length.
 pub async fn receive_head<W: ClientWrite>(
     up_read: &mut ReadHalf<'_>,
     up_buf: &mut BytesMut,
-    asked: Asked,
+    asked: Asked<'_>,
     client: &mut W,
 ) -> Result<(ResponseHead, usize), Receive> {
     let mut answered = false;
@@ -64,13 +89,17 @@ pub async fn receive_head<W: ClientWrite>(
                     return Ok((head, length));
                 }
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                    if asked.upgrade {
-                        return Ok((head, length));
-                    }
-                    // The request did not ask to upgrade: the backend is not speaking to us.
-                    return Err(Receive::Bad(response::BadResponse(
-                        "101 Switching Protocols to a request that did not ask to upgrade",
-                    )));
+                    let refused = match asked.upgrade {
+                        Some(offered) => refused_switch(&head, &up_buf[..length], offered),
+                        // The request did not ask to upgrade: the backend is not speaking to us.
+                        None => {
+                            Some("101 Switching Protocols to a request that did not ask to upgrade")
+                        }
+                    };
+                    return match refused {
+                        None => Ok((head, length)),
+                        Some(why) => Err(Receive::Bad(response::BadResponse(why))),
+                    };
                 }
                 let mut out = Vec::with_capacity(length);
                 if asked.http11 {

@@ -24,6 +24,9 @@ pub enum Outcome {
     Failed(ProxyError),
     /// The answer had started and broke, or the client is gone: the connection must end, with a reset.
     Broken(ProxyError),
+    /// The backend switched protocols (`101`) and the tunnel after it has ended; the connection ends too, with a
+    /// reset if the tunnel `failed` (a side reset it, or went away).
+    Tunneled { backend: u64, failed: bool },
 }
 
 /// Where a request's journey ended without a backend's whole response reaching the client.

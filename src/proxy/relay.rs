@@ -17,7 +17,7 @@ use http::{Method, StatusCode};
 
 use super::informational::{receive_head, Asked, Receive};
 use super::outcome::ProxyError;
-use super::tunnel;
+use super::tunnel::{self, Ended, Side};
 use crate::config::MIN_BODY_RATE;
 use crate::failure::Failure;
 use crate::h1::body::{self, BodyError, Coding, Limits};
@@ -28,6 +28,7 @@ use crate::h1::stall::Pace;
 use crate::h1::transport::{ClientWrite, Transport};
 use crate::h1::write::{self, ClientFraming};
 use crate::h1::BodyLength;
+use crate::log_limit::{self, Subject};
 use crate::upstream::{Backend, KeepAlive, Lease, Snapshot};
 use crate::worker::Worker;
 
@@ -38,6 +39,8 @@ pub struct Leg<'a> {
     pub head: &'a RequestHead,
     /// The request may be sent again if this attempt fails before an answer (idempotent, no body).
     pub replayable: bool,
+    /// The protocols the request asks to switch to (its `Upgrade` value), if it does.
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// How an attempt ended.
@@ -55,6 +58,8 @@ pub enum Attempt {
     Fail(ProxyError),
     /// The response had started, or the client is gone: the client connection must end.
     Broken(ProxyError),
+    /// The backend switched protocols and the tunnel after it has ended (`failed`: with a reset, passed on).
+    Tunneled { failed: bool },
 }
 
 /// What a delivered response left behind.
@@ -95,15 +100,32 @@ pub async fn relay<T: Transport>(
         Err(attempt) => return attempt,
     };
     if relayed.upgraded {
+        // What the exchange will not need again is given back: a tunnel may stay open for hours.
+        worker.buffers().recycle_vec(std::mem::take(request_head));
+        // Small writes both ways from now on: none may wait for the acknowledgement of the one before.
+        client.no_delay();
         let _open = worker.tunnel();
         let idle = leg.snapshot.timeouts.tunnel_idle;
-        let ended = tunnel::run(client, &mut lease.stream, up_buf, idle).await;
+        let ended = tunnel::run(worker.buffers(), client, &mut lease.stream, up_buf, idle).await;
+        let failed = matches!(ended, Ended::Failed(_));
+        if let Ended::Failed(side) = ended {
+            // The failure is passed on as it came: a reset, not a clean end, on the other side too (the client's
+            // by the connection).
+            let _ =
+                socket2::SockRef::from(&lease.stream).set_linger(Some(std::time::Duration::ZERO));
+            if side == Side::Backend {
+                let key = log_limit::Key {
+                    subject: Subject::Backend(leg.backend.id),
+                    what: "tunnels failed",
+                    reason: "the backend reset or closed its connection",
+                };
+                if log_limit::first(key) {
+                    tracing::warn!("{}: a tunnel (101) failed on the backend's side: the client's connection is reset", leg.backend);
+                }
+            }
+        }
         tracing::debug!(peer = %client.peer, backend = leg.backend.id, ?ended, "tunnel ended");
-        return Attempt::Delivered {
-            status: relayed.status,
-            keep_alive: false,
-            request_read: true,
-        };
+        return Attempt::Tunneled { failed };
     }
     if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() {
         worker.keep(
@@ -134,6 +156,7 @@ async fn exchange<T: Transport>(
         backend,
         head,
         replayable,
+        upgrade,
     } = *leg;
     let timeouts = &snapshot.timeouts;
     let head_request = head.method == Method::HEAD;
@@ -141,7 +164,7 @@ async fn exchange<T: Transport>(
     let asked = Asked {
         head_request,
         http11,
-        upgrade: head.upgrade.is_some(),
+        upgrade,
     };
     let request_limits = Limits {
         stall: timeouts.idle,

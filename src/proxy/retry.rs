@@ -124,6 +124,7 @@ pub async fn attempts<T: Transport>(
             backend,
             head,
             replayable,
+            upgrade: head.upgrade.clone().map(|value| &raw[value]),
         };
         let attempt = relay(worker, leg, lease, client, out, &mut up_buf).await;
         worker.buffers().recycle_bytes(up_buf);
@@ -164,6 +165,13 @@ pub async fn attempts<T: Transport>(
             }
             Attempt::Fail(error) => return Outcome::Failed(error),
             Attempt::Broken(error) => return Outcome::Broken(error),
+            Attempt::Tunneled { failed } => {
+                backend.state.requests.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Tunneled {
+                    backend: backend.id,
+                    failed,
+                };
+            }
         }
     }
 }

@@ -19,4 +19,5 @@ mod rotation;
 mod shutdown;
 mod streaming;
 mod upgrade;
+mod upgrade_checks;
 mod websocket;
