@@ -22,7 +22,14 @@ pub fn request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal>
 pub fn forward_request(buf: &[u8], head: &RequestHead) -> Vec<u8> {
     let mut out = Vec::new();
     let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-    crate::h1::write::request_head(&mut out, buf, head, client, "http", BACKEND);
+    crate::h1::write::request_head(
+        &mut out,
+        buf,
+        head,
+        client,
+        crate::h1::write::Scheme::Http,
+        BACKEND,
+    );
     out
 }
 

@@ -43,8 +43,17 @@ pub struct RequestHead {
     /// A `Connection` header names other headers (which must then not be forwarded either).
     pub connection_names: bool,
     /// The request asks to switch protocols (HTTP/1.1, `Connection: upgrade` and one `Upgrade` naming a protocol
-    /// other than `h2c`): the `Upgrade` value.
-    pub upgrade: Option<Range<usize>>,
+    /// other than `h2c`): the index of the `Upgrade` header in `headers` (an index rather than its range: the head is
+    /// moved a few times per request, and stays small).
+    pub upgrade: Option<u8>,
+}
+
+impl RequestHead {
+    /// The `Upgrade` value of a request that asks to switch protocols (see [`RequestHead::upgrade`]).
+    pub fn upgrade_value<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        let header = self.headers.get(usize::from(self.upgrade?))?;
+        Some(&buf[header.value.clone()])
+    }
 }
 
 /// Why a head was refused, as the status to answer with and a reason for the log.
@@ -136,7 +145,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
     let mut keep_alive = false;
     let mut connection_names = false;
     let mut connection_upgrade = false;
-    let mut upgrades: Vec<Range<usize>> = Vec::new();
+    // The index in `headers` of the first `Upgrade`, and how many there are.
+    let (mut upgrade, mut upgrades) = (0, 0);
     for field in request.headers.iter() {
         let name = offset(buf, field.name.as_bytes());
         let value = offset(buf, field.value);
@@ -173,7 +183,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             keep_alive |= contains_token(field.value, b"keep-alive");
             connection_upgrade |= contains_token(field.value, b"upgrade");
         } else if lower.eq_ignore_ascii_case(b"upgrade") {
-            upgrades.push(value.clone());
+            upgrade = headers.len();
+            upgrades += 1;
         }
         headers.push(Header { name, value });
     }
@@ -212,6 +223,16 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             return Err(bad("bad Host header"));
         }
     }
+    // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored; `h2c` is HTTP/2 for us to speak, not a tunnel.
+    let upgrade = match (minor, connection_upgrade, upgrades) {
+        (1, true, 1) => {
+            let value = &buf[headers[upgrade].value.clone()];
+            let offers = valid_upgrade(value) && upgrade_protocols(value).next().is_some();
+            // An index below MAX_HEADERS (128).
+            offers.then(|| u8::try_from(upgrade).unwrap_or(u8::MAX))
+        }
+        _ => None,
+    };
     let head = RequestHead {
         method,
         target,
@@ -226,16 +247,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Refusal> {
             keep_alive && !close
         },
         connection_names,
-        // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored; `h2c` is HTTP/2 for us to speak, not a tunnel.
-        upgrade: match (minor, connection_upgrade, upgrades.as_slice()) {
-            (1, true, [one])
-                if valid_upgrade(&buf[one.clone()])
-                    && upgrade_protocols(&buf[one.clone()]).next().is_some() =>
-            {
-                Some(one.clone())
-            }
-            _ => None,
-        },
+        upgrade,
     };
     Ok(Some((head, length)))
 }

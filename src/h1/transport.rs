@@ -24,12 +24,13 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use super::socket::{self, ReadInto, Unread};
+use super::write::Scheme;
 
 /// A client connection's byte stream.
 pub trait Transport: ReadInto + AsyncWrite + Unpin {
     /// The scheme clients reach us by over this transport (the backend learns it from `X-Forwarded-Proto` and
     /// `Forwarded: proto=`).
-    const SCHEME: &'static str;
+    const SCHEME: Scheme;
 
     /// The read side while the stream is split.
     type Reader<'a>: ReadInto + Unpin
@@ -77,7 +78,7 @@ pub trait ClientWrite: AsyncWrite + Unpin {
 }
 
 impl Transport for TcpStream {
-    const SCHEME: &'static str = "http";
+    const SCHEME: Scheme = Scheme::Http;
 
     type Reader<'a> = ReadHalf<'a>;
     type Writer<'a> = WriteHalf<'a>;

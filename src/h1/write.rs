@@ -74,14 +74,22 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The request head the backend gets, for a request from `client` that came over `proto` (`http`, `https`: the
-/// transport's scheme). `backend` is the Host used when the client sent none (HTTP/1.0).
+/// How a client reached us, as the backend learns it (`X-Forwarded-Proto`, `Forwarded: proto=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    #[allow(dead_code)] // the TLS transport's (next issue)
+    Https,
+}
+
+/// The request head the backend gets, for a request from `client` that came over `proto` (the transport's
+/// scheme). `backend` is the Host used when the client sent none (HTTP/1.0).
 pub fn request_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &RequestHead,
     client: IpAddr,
-    proto: &str,
+    proto: Scheme,
     backend: &str,
 ) {
     out.extend_from_slice(head.method.as_str().as_bytes());
@@ -114,9 +122,9 @@ pub fn request_head(
             header(out, name, value);
         }
     }
-    if let Some(upgrade) = head.upgrade.clone() {
+    if let Some(upgrade) = head.upgrade_value(buf) {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
-        for (i, protocol) in upgrade_protocols(&buf[upgrade]).enumerate() {
+        for (i, protocol) in upgrade_protocols(upgrade).enumerate() {
             if i > 0 {
                 out.extend_from_slice(b", ");
             }
@@ -141,9 +149,11 @@ pub fn request_head(
     }
     write_ip(out, ip);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(b"x-forwarded-proto: ");
-    out.extend_from_slice(proto.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Whole constant lines, one per scheme: they cost no copy call of their own.
+    out.extend_from_slice(match proto {
+        Scheme::Http => b"x-forwarded-proto: http\r\n".as_slice(),
+        Scheme::Https => b"x-forwarded-proto: https\r\n".as_slice(),
+    });
     if let Some(host) = host {
         header(out, b"x-forwarded-host", host);
     }
@@ -174,9 +184,10 @@ pub fn request_head(
             out.push(b'"');
         }
     }
-    out.extend_from_slice(b";proto=");
-    out.extend_from_slice(proto.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(match proto {
+        Scheme::Http => b";proto=http\r\n\r\n".as_slice(),
+        Scheme::Https => b";proto=https\r\n\r\n".as_slice(),
+    });
 }
 
 fn write_length(out: &mut Vec<u8>, length: u64) {
@@ -329,7 +340,7 @@ mod tests {
             raw.as_bytes(),
             &head,
             client.parse().unwrap(),
-            "http",
+            Scheme::Http,
             "10.0.0.1:80",
         );
         String::from_utf8(out).unwrap()

@@ -124,7 +124,7 @@ pub async fn attempts<T: Transport>(
             backend,
             head,
             replayable,
-            upgrade: head.upgrade.clone().map(|value| &raw[value]),
+            upgrade: head.upgrade_value(raw),
         };
         let attempt = relay(worker, leg, lease, client, out, &mut up_buf).await;
         worker.buffers().recycle_bytes(up_buf);
