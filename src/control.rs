@@ -6,8 +6,8 @@
 //! started, removed ones stopped, the others left running) and publishes the snapshot. Requests already in flight
 //! finish on the snapshot they started with.
 //!
-//! The start is `apply` on an empty routing. A reload will be `apply` on the current one; what it still needs (its
-//! trigger, the settings it may not change, such as the listen address) is not built yet.
+//! The start is `apply` on an empty routing; a reload ([`Control::reload`]) is `apply` on the current one, and says
+//! what changed. Which settings a reload may not change (the listener's) is the server's to check.
 
 use std::sync::Arc;
 
@@ -21,6 +21,31 @@ use crate::upstream::{Routing, Snapshot};
 pub struct Control {
     routing: Arc<Routing>,
     checkers: Checkers,
+    /// How many configs have been applied (the start is 1).
+    generation: u64,
+}
+
+/// What a reload changed, by backend id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Backends the new config has and the old one had not.
+    pub added: Vec<u64>,
+    /// Backends the old config had and the new one has not.
+    pub removed: Vec<u64>,
+    /// Backends of both whose address (or the way it is written) changed: new ones for all they know.
+    pub changed: Vec<u64>,
+}
+
+impl std::fmt::Display for Reloaded {
+    /// `generation 2: added [5], removed [2], changed [3]`, the form of the log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "generation {}: added {:?}, removed {:?}, changed {:?}",
+            self.generation, self.added, self.removed, self.changed
+        )
+    }
 }
 
 impl Control {
@@ -33,6 +58,7 @@ impl Control {
         Control {
             routing: Arc::new(Routing::new(Snapshot::build(&nothing, None))),
             checkers: Checkers::new(shutdown),
+            generation: 0,
         }
     }
 
@@ -54,6 +80,39 @@ impl Control {
         health::check_once(&fresh, &config.health).await;
         self.checkers.sync(&next, &config.health);
         self.routing.publish(next);
+        self.generation += 1;
+    }
+
+    /// Routes to `config`'s backends from now on, as [`Control::apply`] does, and says what changed.
+    pub async fn reload(&mut self, config: &Config) -> Reloaded {
+        let current = self.routing.load_full();
+        let before = |id: u64| current.backends.iter().find(|b| b.id == id);
+        let mut reloaded = Reloaded {
+            generation: 0,
+            added: Vec::new(),
+            removed: Vec::new(),
+            changed: Vec::new(),
+        };
+        for new in &config.backends {
+            match before(new.id) {
+                None => reloaded.added.push(new.id),
+                Some(old) => {
+                    let authority = format!("{}:{}", new.host, new.port);
+                    if old.addr != new.addr || old.authority != authority {
+                        reloaded.changed.push(new.id);
+                    }
+                }
+            }
+        }
+        for old in &current.backends {
+            if !config.backends.iter().any(|b| b.id == old.id) {
+                reloaded.removed.push(old.id);
+            }
+        }
+        drop(current);
+        self.apply(config).await;
+        reloaded.generation = self.generation;
+        reloaded
     }
 
     /// Stops the health checkers and waits until they have.

@@ -59,4 +59,4 @@ mod timers;
 mod upstream;
 mod worker;
 
-pub use server::{Drained, Server, StartError};
+pub use server::{Drained, ReloadError, Reloaded, Server, StartError};

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: Config) -> ExitCode {
-    tokio::spawn(lb::signal::catch_hangups());
+    let mut hangups = lb::signal::Hangups::catch();
     if matches!(cli.command, Some(Command::Demo)) {
         for backend in &config.backends {
             if let Err(error) = lb::demo::start_backend(backend.id, backend.addr).await {
@@ -50,7 +50,7 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             }
         }
     }
-    let server = match Server::start(config).await {
+    let mut server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
             eprintln!("error: {error}");
@@ -61,7 +61,16 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
         let addr = server.local_addr();
         eprintln!("\ndemo running: three backends behind lb. Try:\n    curl http://{addr}/\n    (again: it rotates over backends 1, 2, 3)\nCtrl+C to stop.\n");
     }
-    let signal = lb::signal::shutdown().await;
+    let signal = {
+        let shutdown = lb::signal::shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                signal = &mut shutdown => break signal,
+                () = hangups.next() => reload(&cli, &mut server).await,
+            }
+        }
+    };
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
     tokio::select! {
         drained = server.shutdown() => {
@@ -79,6 +88,32 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
         signal = lb::signal::shutdown() => {
             tracing::warn!("{signal} received again: exiting now");
             ExitCode::from(130)
+        }
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies it; a bad or refused one changes nothing. One log line either way.
+async fn reload(cli: &Cli, server: &mut Server) {
+    if matches!(cli.command, Some(Command::Demo)) {
+        return tracing::info!(
+            "SIGHUP received: the demo has no config file to reload; nothing changed"
+        );
+    }
+    let config = match load_config(cli) {
+        Ok(config) => config,
+        Err(error) => {
+            return tracing::error!(
+                "SIGHUP received: reload failed, the running config stays: {error:#}"
+            )
+        }
+    };
+    match server.reload(config).await {
+        Ok(reloaded) => tracing::info!(
+            "SIGHUP received: config reloaded from {}, {reloaded}",
+            cli.config.display()
+        ),
+        Err(error) => {
+            tracing::error!("SIGHUP received: reload refused, the running config stays: {error}")
         }
     }
 }

@@ -37,6 +37,7 @@ use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::connection;
 use crate::control::Control;
+pub use crate::control::Reloaded;
 use crate::failure::{describe_io_static, is_local_shortage};
 use crate::h1::client::Client;
 use crate::log_limit::{self, Subject};
@@ -45,6 +46,13 @@ use crate::worker::{Worker, WorkerCounts};
 
 /// How long, once shutdown begins, a connection waiting for its next request may still send one.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a reload was refused (nothing changed). The `Display` form is the log line.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the listener cannot change without a restart ({0})")]
+    Listener(String),
+}
 
 /// Why the balancer could not start. The `Display` form is the one line the user sees.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +71,10 @@ pub struct Server {
     shutdown: CancellationToken,
     workers: Vec<oneshot::Receiver<()>>,
     counts: Vec<Arc<WorkerCounts>>,
-    /// The routing and the health checkers: what a reload will change.
+    /// The routing and the health checkers: what a reload changes.
     control: Control,
+    /// The config the server started with: a reload may not change its listener.
+    started: Config,
     /// Sums up rate-limited log lines every second.
     log_flusher: JoinHandle<()>,
     drain: Duration,
@@ -138,6 +148,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let mut control = Control::new(&config, &shutdown);
         control.apply(&config).await;
+        let started = config.clone();
         let routing = control.routing().clone();
         let snapshot = routing.load_full();
         let log_flusher = tokio::spawn(log_limit::flush_every_window());
@@ -199,9 +210,27 @@ impl Server {
             workers,
             counts,
             control,
+            started,
             log_flusher,
             drain: config.timeouts.drain,
         })
+    }
+
+    /// Applies a new config without dropping anything: requests in flight finish on the routing they started with,
+    /// client connections stay open, backends kept (same id and address) keep their health, counters and pooled
+    /// connections, added backends are checked once before they get traffic, removed ones get no new request. The
+    /// listener (host, port, workers, max_connections) cannot change without a restart: such a config is refused
+    /// whole, and nothing changes.
+    pub async fn reload(&mut self, config: Config) -> Result<Reloaded, ReloadError> {
+        let listener = |c: &Config| (c.host.clone(), c.port, c.workers, c.max_connections);
+        if listener(&config) != listener(&self.started) {
+            let (was, now) = (listener(&self.started), listener(&config));
+            return Err(ReloadError::Listener(format!(
+                "host {:?} → {:?}, port {} → {}, workers {} → {}, max_connections {:?} → {:?}",
+                was.0, now.0, was.1, now.1, was.2, now.2, was.3, now.3
+            )));
+        }
+        Ok(self.control.reload(&config).await)
     }
 
     /// The address clients connect to (with the real port when the config asked for port 0).

@@ -1,6 +1,5 @@
 //! SIGINT (Ctrl+C) and SIGTERM as one future, so the rest of `lb` knows one way to be asked to stop; and SIGHUP,
-//! which systemd's `ExecReload` and every ops habit send, caught so that it does not kill the process (its default
-//! action) until reloading exists.
+//! which systemd's `ExecReload` and every ops habit send to reload the config.
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -20,17 +19,26 @@ pub async fn shutdown() -> &'static str {
     }
 }
 
-/// Catches SIGHUP from now on (the handler is installed before this returns) and logs each one; it changes nothing
-/// else. Run the returned future for as long as `lb` runs.
-pub fn catch_hangups() -> impl std::future::Future<Output = ()> {
-    let hangups = signal(SignalKind::hangup());
-    async move {
-        let Ok(mut hangups) = hangups else {
+/// SIGHUPs, caught from the moment this is made (so that one never kills the process, its default action).
+pub struct Hangups(Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    pub fn catch() -> Self {
+        let hangups = signal(SignalKind::hangup());
+        if hangups.is_err() {
             tracing::warn!("cannot install a SIGHUP handler; SIGHUP will stop lb");
-            return;
+        }
+        Hangups(hangups.ok())
+    }
+
+    /// Waits for the next SIGHUP (forever, without a handler).
+    pub async fn next(&mut self) {
+        let received = match &mut self.0 {
+            Some(hangups) => hangups.recv().await.is_some(),
+            None => false,
         };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP received: lb does not reload its config yet; nothing changed (restart lb to apply a new config)");
+        if !received {
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -36,11 +36,11 @@ pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
         let healthy = match check(backend, config).await {
             Verdict::Pass => true,
             Verdict::Fail(reason) => {
-                tracing::warn!("{backend} down at startup: {reason}");
+                tracing::warn!("{backend} down at its first check: {reason}");
                 false
             }
             Verdict::Local(reason) => {
-                tracing::warn!("{backend} not checked at startup ({reason}): taken as up");
+                tracing::warn!("{backend} not checked at first ({reason}): taken as up");
                 true
             }
         };

@@ -176,6 +176,8 @@ pub struct TestLb {
     addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     client: reqwest::Client,
+    /// The config file lb was started with (what a reload re-reads).
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -273,12 +275,18 @@ impl TestLb {
             addr,
             logs,
             client: client(),
+            config: config.to_path_buf(),
             _dir: dir,
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Replaces the config file lb was started with (for a reload to find).
+    pub fn rewrite_config(&self, contents: &str) {
+        std::fs::write(&self.config, contents).expect("rewrite the config");
     }
 
     pub fn url(&self, path: &str) -> String {

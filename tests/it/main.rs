@@ -15,6 +15,7 @@ mod health;
 mod honest;
 mod in_process;
 mod limits;
+mod reload;
 mod rotation;
 mod shutdown;
 mod streaming;
