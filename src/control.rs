@@ -9,6 +9,7 @@
 //! The start is `apply` on an empty routing; a reload ([`Control::reload`]) is `apply` on the current one, and says
 //! what changed. Which settings a reload may not change (the listener's) is the server's to check.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -109,8 +110,14 @@ impl Control {
                 reloaded.removed.push(old.id);
             }
         }
-        drop(current);
         self.apply(config).await;
+        // A backend whose identity the new routing no longer has is done with: its connections go as they come back.
+        let next = self.routing.load_full();
+        for old in &current.backends {
+            if next.backend(old.identity()).is_none() {
+                old.state.retired.store(true, Ordering::Relaxed);
+            }
+        }
         reloaded.generation = self.generation;
         reloaded
     }

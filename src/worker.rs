@@ -128,7 +128,9 @@ impl Worker {
     /// their backend), gives back spare buffers when nothing is in flight. Never returns.
     pub async fn sweep(&self) {
         let chores = |now| {
-            self.pool.purge(now);
+            let routing = self.routing.load();
+            self.pool
+                .purge(now, |addr| routing.backends.iter().any(|b| b.addr == addr));
             // Tunnels are exchanges that may last hours without holding a buffer: they do not keep the spares.
             if self.counts.in_flight() == self.counts.tunnels() {
                 self.buffers.trim();

@@ -61,6 +61,8 @@ pub struct BackendState {
     pub requests: AtomicU64,
     /// Connection attempts that failed (refused, unreachable, timed out).
     pub connect_failures: AtomicU64,
+    /// A reload removed this backend: requests still on it finish, and its connections are not kept for others.
+    pub retired: AtomicBool,
 }
 
 impl Default for BackendState {
@@ -73,6 +75,7 @@ impl Default for BackendState {
             latency_ns: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! pooled. Any other answer to such a request is an ordinary response.
 
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
@@ -127,7 +128,8 @@ pub async fn relay<T: Transport>(
         tracing::debug!(peer = %client.peer, backend = leg.backend.id, ?ended, "tunnel ended");
         return Attempt::Tunneled { failed };
     }
-    if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() {
+    let retired = leg.backend.state.retired.load(Ordering::Relaxed);
+    if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() && !retired {
         worker.keep(
             leg.backend.addr,
             lease.stream,

@@ -194,11 +194,15 @@ impl Pool {
         was_empty
     }
 
-    /// Closes the idle connections past their time and those that became readable (the backend closed them, or
-    /// sent something unasked). Run by the worker's sweeper.
-    pub fn purge(&self, now: Instant) {
+    /// Closes the idle connections past their time, those that became readable (the backend closed them, or
+    /// sent something unasked), and those to addresses `routed` no longer says (a reload removed their backend). Run
+    /// by the worker's sweeper.
+    pub fn purge(&self, now: Instant, routed: impl Fn(SocketAddr) -> bool) {
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|_, list| {
+        idle.retain(|&addr, list| {
+            if !routed(addr) {
+                return false;
+            }
             list.retain(|entry| now < entry.until && looks_open(&entry.stream, false));
             if list.capacity() > 4 * list.len().max(4) {
                 list.shrink_to_fit();

@@ -4,7 +4,11 @@
 
 use serde_json::json;
 
-use crate::harness::{assert_fair, TestBackend, TestLb, HEALTH_PATH, PATIENCE};
+use std::time::Duration;
+
+use crate::harness::{
+    assert_fair, wait_until, ScriptedBackend, Step, TestBackend, TestLb, HEALTH_PATH, PATIENCE,
+};
 
 /// A config file in the full form over `backends` (id, backend), health checks every 100 ms.
 fn config(backends: &[(u64, &TestBackend)], extra: serde_json::Value) -> String {
@@ -35,7 +39,7 @@ async fn sighup_adds_and_removes_backends_and_a_request_in_flight_finishes() {
 
     let client = crate::harness::client();
     let slow = tokio::spawn(client.get(lb.url("/slow?ms=700")).send());
-    crate::harness::wait_until("the slow request reached a backend", PATIENCE, async || {
+    wait_until("the slow request reached a backend", PATIENCE, async || {
         b1.hits() + b2.hits() > 20
     })
     .await;
@@ -98,4 +102,48 @@ async fn a_kept_backend_keeps_its_health_and_an_added_one_is_checked_before_traf
     // traffic: every request goes to backend 1.
     assert_eq!(lb.spread(12).await.keys().copied().collect::<Vec<_>>(), [1]);
     assert_eq!(b2.hits() + b3.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_removed_backends_pooled_connections_close_at_once() {
+    let b1 = TestBackend::start(1).await;
+    let b2 = ScriptedBackend::start(|_| {
+        vec![Step::write(
+            "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhello from backend 2",
+        )]
+    })
+    .await;
+    let backends = |with_two: bool| {
+        let mut list = vec![json!({"id": 1, "host": "127.0.0.1", "port": b1.addr().port()})];
+        if with_two {
+            list.push(json!({"id": 2, "host": "127.0.0.1", "port": b2.addr().port()}));
+        }
+        json!({
+            "backends": list,
+            "health_check": {"path": HEALTH_PATH, "interval": "10s"},
+            "pool": {"idle_timeout": "60s"},
+            "workers": 2,
+        })
+        .to_string()
+    };
+    let lb = TestLb::from_file("lb.json", &backends(true)).await;
+    // Concurrent requests, so that connections to backend 2 are pooled (kept for 60 s).
+    let spread = futures_util::future::join_all((0..16).map(|_| lb.get("/"))).await;
+    assert!(spread.iter().all(|(status, _)| *status == 200));
+    assert!(
+        b2.hits() > 0 && b2.open() > 0,
+        "lb keeps connections to backend 2"
+    );
+
+    lb.rewrite_config(&backends(false));
+    lb.signal("HUP").await;
+    lb.wait_log("config reloaded", PATIENCE).await;
+    // Closed by the workers' sweepers within a tick, not after the pool's 60 s.
+    wait_until(
+        "backend 2's pooled connections closed",
+        Duration::from_secs(5),
+        async || b2.open() == 0,
+    )
+    .await;
+    assert_eq!(lb.spread(6).await.keys().copied().collect::<Vec<_>>(), [1]);
 }
