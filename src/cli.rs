@@ -94,6 +94,8 @@ pub struct Cli {
 pub enum Command {
     /// Run three built-in backends on 127.0.0.1:8001-8003 and the balancer in front of them
     Demo,
+    /// Validate the config (the file and the flags, as a start would) and print what lb would run; exit 0 or 1
+    Check,
 }
 
 /// How much `lb` logs; [`LogLevel::as_str`] is the matching `tracing` filter directive.

@@ -7,6 +7,8 @@ use lb::cli::{self, Cli, Command};
 use lb::config::{self, BackendConfig, Config};
 use lb::Server;
 
+mod plan;
+
 /// jemalloc rather than the system allocator: tokio allocates every task and every socket registration aligned to
 /// 128 bytes, and glibc's aligned allocation leaves a fragment before and after each block that nothing reuses;
 /// jemalloc makes an idle keep-alive connection cost less at the same CPU per request (`bench/README.md`, Design
@@ -24,6 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Some(Command::Check)) {
+        print!("{}", plan::describe(&cli.config, &config));
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -135,7 +141,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                 .collect();
             Ok(config::from_backends(backends, &overrides)?)
         }
-        None => Ok(config::load(&cli.config, &overrides)?),
+        None | Some(Command::Check) => Ok(config::load(&cli.config, &overrides)?),
     }
 }
 

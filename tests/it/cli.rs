@@ -148,3 +148,42 @@ async fn access_log_writes_a_line_per_request() {
         lb.wait_log(&format!("/access-probe-{n}"), PATIENCE).await;
     }
 }
+
+#[tokio::test]
+async fn check_prints_the_plan_of_a_valid_config_and_exits_0() {
+    let (_dir, path) = config_file(
+        "lb.toml",
+        "workers = 1\n[[backends]]\nid = 7\nhost = \"localhost\"\nport = 8107\n\
+         [health_check]\ninterval = \"500ms\"\n[timeouts]\ntunnel_idle = \"90s\"\n",
+    );
+    let run = run_lb(&["check", "--config", &path, "--port", "9123"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let plan = &run.stdout;
+    for line in [
+        "lb.toml: valid",
+        "listen: 127.0.0.1:9123 (1 worker,",
+        "backends (1), round robin:",
+        "  7  localhost:8107 (",
+        "health: GET / every 500ms, timeout 500ms, down after 3 failures, up after 2 passes, pass: 200-399",
+        "tunnel_idle 1m30s",
+    ] {
+        assert!(plan.contains(line), "no {line:?} in:\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn check_refuses_a_bad_config_with_the_startup_error_and_exits_1() {
+    let (_dir, path) = config_file(
+        "lb.json",
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 70000}]"#,
+    );
+    let run = run_lb(&["check", "--config", &path]).await;
+    assert_eq!(run.code, Some(1));
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.last_error_line()
+            .ends_with("lb.json:1:45: [0].port: port must be between 1 and 65535, got 70000"),
+        "{}",
+        run.stderr
+    );
+}
