@@ -98,8 +98,7 @@ impl Control {
             match before(new.id) {
                 None => reloaded.added.push(new.id),
                 Some(old) => {
-                    let authority = format!("{}:{}", new.host, new.port);
-                    if old.addr != new.addr || old.authority != authority {
+                    if old.addr != new.addr || old.authority != new.authority() {
                         reloaded.changed.push(new.id);
                     }
                 }

@@ -18,14 +18,14 @@ pub fn describe(file: &Path, config: &Config) -> String {
         Some(max) => format!("max_connections {max}"),
         None => "max_connections from the open-files limit".to_owned(),
     };
-    let _ = writeln!(
-        out,
-        "listen: {}:{} ({workers}, {connections})",
-        config.host, config.port
-    );
+    let listen = match config.host.contains(':') {
+        true => format!("[{}]:{}", config.host, config.port),
+        false => format!("{}:{}", config.host, config.port),
+    };
+    let _ = writeln!(out, "listen: {listen} ({workers}, {connections})");
     let _ = writeln!(out, "backends ({}), round robin:", config.backends.len());
     for backend in &config.backends {
-        let written = format!("{}:{}", backend.host, backend.port);
+        let written = backend.authority();
         let _ = match backend.addr.to_string() == written {
             true => writeln!(out, "  {}  {written}", backend.id),
             false => writeln!(out, "  {}  {written} ({})", backend.id, backend.addr),

@@ -199,9 +199,12 @@ impl Server {
             (None, Some(files)) => format!("from the open-files limit {files}"),
             (None, None) => "the open-files limit is unknown".to_owned(),
         };
+        let workers_text = match workers.len() {
+            1 => "1 worker".to_owned(),
+            n => format!("{n} workers"),
+        };
         tracing::info!(
-            "listening on {local_addr} with {} workers, max_connections {max_connections} ({limit_source}), backends: {}",
-            workers.len(),
+            "listening on {local_addr} with {workers_text}, max_connections {max_connections} ({limit_source}), backends: {}",
             backends.join(", ")
         );
         Ok(Server {

@@ -49,7 +49,7 @@ impl Backend {
     pub fn new(config: &BackendConfig, state: Option<Arc<BackendState>>) -> Self {
         Backend {
             id: config.id,
-            authority: format!("{}:{}", config.host, config.port),
+            authority: config.authority(),
             addr: config.addr,
             weight: 1,
             state: state.unwrap_or_default(),

@@ -70,6 +70,17 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
 }
 
+impl BackendConfig {
+    /// `host:port` as written, an IPv6 address in brackets as in a URL or a Host header (`[::1]:8001`): the Host of
+    /// health checks, and the form of logs.
+    pub fn authority(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     pub path: String,
@@ -122,8 +133,19 @@ pub struct ConfigError(pub String);
 /// Reads, parses and validates `path`, then applies `overrides`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{name}: cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        // A relative path that is not there is most often a start from another directory: say which.
+        let hint = match (e.kind(), path.is_relative(), std::env::current_dir()) {
+            (std::io::ErrorKind::NotFound, true, Ok(dir)) => {
+                format!(
+                    " (looked in {}; give the file with --config FILE)",
+                    dir.display()
+                )
+            }
+            _ => String::new(),
+        };
+        ConfigError(format!("{name}: cannot read: {e}{hint}"))
+    })?;
     let toml = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));

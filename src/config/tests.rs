@@ -363,3 +363,28 @@ mod error_lines {
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     }
 }
+
+#[test]
+fn a_missing_relative_file_names_the_directory_it_was_looked_for_in() {
+    let path = Path::new("lb-config-test-no-such-dir/servers.json");
+    let e = load(path, &Overrides::default()).unwrap_err().to_string();
+    let dir = std::env::current_dir().unwrap();
+    assert_eq!(
+        e,
+        format!(
+            "lb-config-test-no-such-dir/servers.json: cannot read: No such file or directory (os error 2) (looked in {}; give the file with --config FILE)",
+            dir.display()
+        )
+    );
+}
+
+#[test]
+fn an_ipv6_backend_is_written_in_brackets() {
+    let backend = BackendConfig {
+        id: 1,
+        host: "::1".into(),
+        port: 8001,
+        addr: "[::1]:8001".parse().unwrap(),
+    };
+    assert_eq!(backend.authority(), "[::1]:8001");
+}
