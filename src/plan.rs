@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use lb::config::Config;
+use lb::config::{self, Config};
 
 /// The plan of `config` (read from `file`), one fact a line.
 pub fn describe(file: &Path, config: &Config) -> String {
@@ -18,10 +18,7 @@ pub fn describe(file: &Path, config: &Config) -> String {
         Some(max) => format!("max_connections {max}"),
         None => "max_connections from the open-files limit".to_owned(),
     };
-    let listen = match config.host.contains(':') {
-        true => format!("[{}]:{}", config.host, config.port),
-        false => format!("{}:{}", config.host, config.port),
-    };
+    let listen = config::host_port(&config.host, config.port);
     let _ = writeln!(out, "listen: {listen} ({workers}, {connections})");
     let _ = writeln!(out, "backends ({}), round robin:", config.backends.len());
     for backend in &config.backends {

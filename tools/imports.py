@@ -17,7 +17,7 @@ ALLOWED_PARENT_USES = {
     "h1": {"BodyLength", "Header", "MAX_HEADERS", "offset", "parse_content_length", "contains_token",
            "names_headers", "is_token_char"},
     "balance": {"Balance", "Candidates"},
-    "config": {"BackendConfig", "duration"},
+    "config": {"BackendConfig", "duration", "host_port"},
 }
 
 
@@ -65,6 +65,12 @@ def main():
         text = open(path).read()
         text = re.split(r"#\[cfg\(test\)\]\s*mod \w+", text)[0]
         text = re.sub(r"//.*", "", text)
+        # `use super::{a, b::c}` is `super::a` and `super::b::c` (one level of braces).
+        text = re.sub(
+            r"\b((?:crate|super)(?:::\w+)*)::\{([^{}]*)\}",
+            lambda m: " ".join(f"{m.group(1)}::{item.strip()}" for item in m.group(2).split(",") if item.strip()),
+            text,
+        )
         for match in re.finditer(r"\b((?:crate|super)(?:::\w+)+)", text):
             target, item = resolve(names, module, match.group(1))
             if not target or target == module:

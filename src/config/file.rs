@@ -19,7 +19,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::Deserialize;
 
 pub use super::duration::{FileDuration, PositiveDuration};
-use super::BackendConfig;
+use super::{host_port, BackendConfig};
 
 /// The full form. Only `backends` is required.
 #[derive(Debug, Deserialize)]
@@ -194,12 +194,8 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
         let (host, ip) = host.ok_or_else(|| de::Error::missing_field("host"))?;
         let port = port.ok_or_else(|| de::Error::missing_field("port"))?;
         let addr = SocketAddr::new(ip, port);
-        let written = |host: &str, port| match host.contains(':') && !host.starts_with('[') {
-            true => format!("[{host}]:{port}"),
-            false => format!("{host}:{port}"),
-        };
         for (i, other) in self.earlier.iter().enumerate() {
-            let (this, that) = (written(&host, port), written(&other.host, other.port));
+            let (this, that) = (host_port(&host, port), host_port(&other.host, other.port));
             if this == that {
                 let msg = format!("duplicate backend {this} (also {})", self.name(i));
                 return Err(de::Error::custom(msg));

@@ -74,10 +74,15 @@ impl BackendConfig {
     /// `host:port` as written, an IPv6 address in brackets as in a URL or a Host header (`[::1]:8001`): the Host of
     /// health checks, and the form of logs.
     pub fn authority(&self) -> String {
-        match self.host.contains(':') {
-            true => format!("[{}]:{}", self.host, self.port),
-            false => format!("{}:{}", self.host, self.port),
-        }
+        host_port(&self.host, self.port)
+    }
+}
+
+/// `host:port`, an IPv6 address put in brackets unless it was written in them (`[::1]:8001`).
+pub fn host_port(host: &str, port: u16) -> String {
+    match host.contains(':') && !host.starts_with('[') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
-pub use handoff::{tokens, Handed, HandoffBackend, Head};
+pub use handoff::{assert_not_asked_to_upgrade, tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};
 pub use websocket::{WsEchoBackend, BYE, BYE_CODE, BYE_REASON};

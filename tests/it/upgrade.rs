@@ -15,8 +15,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    pattern, pattern_chunks, peak_memory_kib, same_bytes, tokens, wait_until, Handed,
-    HandoffBackend, Head, RawConn, ScriptedBackend, Step, TestBackend, TestLb, PATIENCE,
+    assert_not_asked_to_upgrade, pattern, pattern_chunks, peak_memory_kib, same_bytes, tokens,
+    wait_until, Handed, HandoffBackend, Head, RawConn, ScriptedBackend, Step, TestBackend, TestLb,
+    PATIENCE,
 };
 
 const UPGRADE_REQUEST: &[u8] = b"GET /tunnel HTTP/1.1\r\n\
@@ -232,14 +233,7 @@ async fn an_http_1_0_request_cannot_upgrade() {
     .await;
     let response = conn.response().await;
     assert_eq!(response.status, 200, "{response:?}");
-    let seen = backend.last_seen();
-    assert_eq!(
-        seen.header_values("upgrade"),
-        Vec::<&str>::new(),
-        "{seen:?}"
-    );
-    let connection = tokens(seen.header_values("connection"));
-    assert!(!connection.contains(&"upgrade".to_owned()), "{seen:?}");
+    assert_not_asked_to_upgrade(&backend.last_seen(), "an HTTP/1.0 upgrade");
 }
 
 #[tokio::test]

@@ -44,6 +44,18 @@ impl Head {
     }
 }
 
+/// Asserts that a request reached the backend as plain HTTP: no `Upgrade`, no `upgrade` in `Connection`. `what`
+/// names the case in the failure message.
+pub fn assert_not_asked_to_upgrade(seen: &crate::harness::backend::Seen, what: &str) {
+    assert_eq!(
+        seen.header_values("upgrade"),
+        Vec::<&str>::new(),
+        "{what} reached the backend: {seen:?}"
+    );
+    let connection = tokens(seen.header_values("connection"));
+    assert!(!connection.contains(&"upgrade".to_owned()), "{seen:?}");
+}
+
 /// The comma-separated tokens of header values, trimmed and lowercased.
 pub fn tokens<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     values
