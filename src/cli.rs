@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub access_log: bool,
 
+    /// The admin plane's address (metrics, status, dashboard, reload): off unless given here or as `admin` in the
+    /// config. For `lb status`, `lb reload` and `lb check`: the running balancer's admin address
+    /// [default for those: the config's `admin`, else 127.0.0.1:9000]
+    #[arg(long, global = true, value_name = "ADDR", value_parser = crate::config::parse_admin_addr)]
+    pub admin: Option<std::net::SocketAddr>,
+
     /// Log level: error, warn, info, debug or trace
     #[arg(
         long,
@@ -94,8 +100,13 @@ pub struct Cli {
 pub enum Command {
     /// Run three built-in backends on 127.0.0.1:8001-8003 and the balancer in front of them
     Demo,
-    /// Validate the config (the file and the flags, as a start would) and print what lb would run; exit 0 or 1
+    /// Validate the config (the file and the flags, as a start would) and print what lb would run; exit 0 or 1.
+    /// With --admin: also what a reload of this file would change in the running balancer
     Check,
+    /// Ask the running balancer (its admin address) to re-read its config file; prints what changed
+    Reload,
+    /// Print the running balancer's backends: state, since when, why, requests, in flight
+    Status,
 }
 
 /// How much `lb` logs; [`LogLevel::as_str`] is the matching `tracing` filter directive.
@@ -151,6 +162,7 @@ impl Cli {
             workers: self.workers,
             drain: self.drain_timeout,
             access_log: self.access_log,
+            admin: self.admin,
         }
     }
 }

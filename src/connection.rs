@@ -321,7 +321,7 @@ mod tests {
         let config = from_backends(Vec::new(), &Overrides::default()).unwrap();
         let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
         let limit = ConnectionLimit::new(1);
-        let worker = Rc::new(Worker::new(routing, Arc::default(), limit));
+        let worker = Rc::new(Worker::new(0, routing, Arc::default(), limit));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -71,7 +71,8 @@ impl Control {
     /// Routes to `config`'s backends from now on (see the module doc). Runs the checkers on the caller's runtime.
     pub async fn apply(&mut self, config: &Config) {
         let current = self.routing.load_full();
-        let next = Snapshot::build(config, Some(&current));
+        let mut next = Snapshot::build(config, Some(&current));
+        next.generation = self.generation + 1;
         let fresh: Vec<Arc<Backend>> = next
             .backends
             .iter()

@@ -38,6 +38,7 @@
 //! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
 mod access_log;
+pub mod admin;
 mod admission;
 mod backend;
 mod balance;

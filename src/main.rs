@@ -2,12 +2,20 @@
 //! failure to one line on stderr and an exit code (2: bad flags, 1: bad config or cannot start, 130: second Ctrl+C).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use lb::admin::{self, Admin, Reloads};
 use lb::cli::{self, Cli, Command};
-use lb::config::{self, BackendConfig, Config};
+use lb::config::{self, AdminConfig, BackendConfig, Config};
+use lb::Reloaded;
 use lb::Server;
+use tokio::sync::mpsc;
 
 mod plan;
+mod remote;
+
+/// Where `lb demo` serves its dashboard.
+const DEMO_ADMIN: &str = "127.0.0.1:9000";
 
 /// jemalloc rather than the system allocator: tokio allocates every task and every socket registration aligned to
 /// 128 bytes, and glibc's aligned allocation leaves a fragment before and after each block that nothing reuses;
@@ -19,6 +27,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = cli::parse();
     init_logging(&cli);
+    match cli.command {
+        Some(Command::Reload) => return remote::reload(&remote::Target::of(&cli)),
+        Some(Command::Status) => return remote::status(&remote::Target::of(&cli)),
+        _ => {}
+    }
     let config = match load_config(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -28,6 +41,15 @@ fn main() -> ExitCode {
     };
     if matches!(cli.command, Some(Command::Check)) {
         print!("{}", plan::describe(&cli.config, &config));
+        if cli.admin.is_some() {
+            match remote::diff(&remote::Target::of(&cli), &config) {
+                Ok(diff) => print!("{diff}"),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -56,6 +78,7 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             }
         }
     }
+    let admin_settings = config.admin.clone();
     let mut server = match Server::start(config).await {
         Ok(server) => server,
         Err(error) => {
@@ -63,9 +86,46 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let reloads = Arc::new(Reloads::default());
+    let (commands, mut asked) = mpsc::channel(4);
+    let admin = match &admin_settings {
+        None => None,
+        Some(settings) => {
+            let config_path = match cli.command {
+                Some(Command::Demo) => None,
+                _ => Some(cli.config.display().to_string()),
+            };
+            let plane = server.admin_plane(
+                settings.token.clone(),
+                config_path,
+                reloads.clone(),
+                commands,
+            );
+            match Admin::start(settings, plane) {
+                Ok(admin) => {
+                    tracing::info!(
+                        "admin plane on http://{}/ (metrics, status, dashboard)",
+                        admin.local_addr()
+                    );
+                    Some(admin)
+                }
+                Err(error) => {
+                    eprintln!(
+                        "error: cannot listen on the admin address {}: {error}",
+                        settings.addr
+                    );
+                    server.shutdown().await;
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     if matches!(cli.command, Some(Command::Demo)) {
         let addr = server.local_addr();
-        eprintln!("\ndemo running: three backends behind lb. Try:\n    curl http://{addr}/\n    (again: it rotates over backends 1, 2, 3)\nCtrl+C to stop.\n");
+        let dashboard = admin.as_ref().map_or_else(String::new, |admin| {
+            format!("    the dashboard: http://{}/\n", admin.local_addr())
+        });
+        eprintln!("\ndemo running: three backends behind lb. Try:\n    curl http://{addr}/\n    (again: it rotates over backends 1, 2, 3)\n{dashboard}Ctrl+C to stop.\n");
     }
     let signal = {
         let shutdown = lb::signal::shutdown();
@@ -73,11 +133,20 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
         loop {
             tokio::select! {
                 signal = &mut shutdown => break signal,
-                () = hangups.next() => reload(&cli, &mut server).await,
+                () = hangups.next() => {
+                    let _ = reload(&cli, &mut server, &reloads, "SIGHUP received").await;
+                }
+                Some(command) = asked.recv() => match command {
+                    admin::Command::Reload(reply) => {
+                        let _ = reply.send(reload(&cli, &mut server, &reloads, "reload asked on the admin plane").await);
+                    }
+                },
             }
         }
     };
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
+    // The admin plane stays up during the drain (it shows it), and stops with the process.
+    let _admin = admin;
     tokio::select! {
         drained = server.shutdown() => {
             if drained.tunnels > 0 {
@@ -98,30 +167,36 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
     }
 }
 
-/// SIGHUP: re-reads the config file and applies it; a bad or refused one changes nothing. One log line either way.
-async fn reload(cli: &Cli, server: &mut Server) {
+/// SIGHUP or the admin plane: re-reads the config file and applies it; a bad or refused one changes nothing. One log
+/// line either way, starting with `why`; the answer is the diff or that line's error.
+async fn reload(
+    cli: &Cli,
+    server: &mut Server,
+    reloads: &Reloads,
+    why: &str,
+) -> Result<Reloaded, String> {
     if matches!(cli.command, Some(Command::Demo)) {
-        return tracing::info!(
-            "SIGHUP received: the demo has no config file to reload; nothing changed"
-        );
+        tracing::info!("{why}: the demo has no config file to reload; nothing changed");
+        return Err("the demo has no config file to reload; nothing changed".to_owned());
     }
-    let config = match load_config(cli) {
-        Ok(config) => config,
-        Err(error) => {
-            return tracing::error!(
-                "SIGHUP received: reload failed, the running config stays: {error:#}"
-            )
-        }
+    let result = match load_config(cli) {
+        Ok(config) => server
+            .reload(config)
+            .await
+            .map_err(|error| format!("reload refused, the running config stays: {error}")),
+        Err(error) => Err(format!(
+            "reload failed, the running config stays: {error:#}"
+        )),
     };
-    match server.reload(config).await {
+    reloads.record(result.is_ok());
+    match &result {
         Ok(reloaded) => tracing::info!(
-            "SIGHUP received: config reloaded from {}, {reloaded}",
+            "{why}: config reloaded from {}, {reloaded}",
             cli.config.display()
         ),
-        Err(error) => {
-            tracing::error!("SIGHUP received: reload refused, the running config stays: {error}")
-        }
+        Err(error) => tracing::error!("{why}: {error}"),
     }
+    result
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -139,9 +214,14 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                     }
                 })
                 .collect();
-            Ok(config::from_backends(backends, &overrides)?)
+            let mut config = config::from_backends(backends, &overrides)?;
+            if config.admin.is_none() {
+                let addr = config::parse_admin_addr(DEMO_ADMIN).map_err(anyhow::Error::msg)?;
+                config.admin = Some(AdminConfig { addr, token: None });
+            }
+            Ok(config)
         }
-        None | Some(Command::Check) => Ok(config::load(&cli.config, &overrides)?),
+        _ => Ok(config::load(&cli.config, &overrides)?),
     }
 }
 

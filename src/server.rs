@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{Command, Plane, Reloads};
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::connection;
@@ -159,6 +160,7 @@ impl Server {
             let (done, finished) = oneshot::channel();
             let worker_counts = Arc::new(WorkerCounts::default());
             let context = WorkerContext {
+                index,
                 routing: routing.clone(),
                 counts: worker_counts.clone(),
                 limit: limit.clone(),
@@ -234,6 +236,25 @@ impl Server {
             )));
         }
         Ok(self.control.reload(&config).await)
+    }
+
+    /// What the admin plane reads (the routing, the workers' counts) and whom it asks (`commands`, which the caller
+    /// serves: it owns the server, so it does the reloads).
+    pub fn admin_plane(
+        &self,
+        token: Option<String>,
+        config_path: Option<String>,
+        reloads: Arc<Reloads>,
+        commands: mpsc::Sender<Command>,
+    ) -> Plane {
+        Plane {
+            routing: self.control.routing().clone(),
+            workers: self.counts.clone(),
+            reloads,
+            config_path,
+            token,
+            commands,
+        }
     }
 
     /// The address clients connect to (with the real port when the config asked for port 0).
@@ -333,6 +354,8 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// What a worker thread is given.
 struct WorkerContext {
+    /// Which worker this is (0..workers): the slot it writes in per-backend counters.
+    index: usize,
     routing: Arc<Routing>,
     counts: Arc<WorkerCounts>,
     limit: Arc<ConnectionLimit>,
@@ -359,6 +382,7 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
 /// One worker's work: accepts and serves connections until shutdown, then drains. Runs inside a `LocalSet`.
 fn serve(listener: std::net::TcpListener, context: WorkerContext) -> impl Future<Output = ()> {
     let WorkerContext {
+        index,
         routing,
         counts,
         limit,
@@ -372,7 +396,7 @@ fn serve(listener: std::net::TcpListener, context: WorkerContext) -> impl Future
                 return;
             }
         };
-        let worker = Rc::new(Worker::new(routing, counts, limit.clone()));
+        let worker = Rc::new(Worker::new(index, routing, counts, limit.clone()));
         let sweeper = worker.clone();
         tokio::task::spawn_local(async move { sweeper.sweep().await });
         loop {

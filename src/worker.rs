@@ -23,6 +23,8 @@ use crate::upstream::{KeepAlive, Pool, Routing};
 
 /// One worker thread's context.
 pub struct Worker {
+    /// Which worker this is (0..workers): the slot it writes in each backend's counters.
+    index: usize,
     routing: Arc<Routing>,
     pool: Pool,
     buffers: Buffers,
@@ -76,11 +78,13 @@ fn bump(counter: &AtomicUsize, delta: isize) -> usize {
 
 impl Worker {
     pub fn new(
+        index: usize,
         routing: Arc<Routing>,
         counts: Arc<WorkerCounts>,
         limit: Arc<ConnectionLimit>,
     ) -> Self {
         Worker {
+            index,
             routing,
             pool: Pool::default(),
             buffers: Buffers::default(),
@@ -90,6 +94,11 @@ impl Worker {
             limit,
             quiet: Notify::new(),
         }
+    }
+
+    /// Which worker this is: its slot in per-backend counters.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     pub fn routing(&self) -> &Routing {

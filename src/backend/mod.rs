@@ -9,6 +9,7 @@
 //! backends and the balancer built over them), so that neither imports the other backwards.
 
 mod state;
+pub mod stats;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,14 +46,15 @@ pub struct Identity {
 }
 
 impl Backend {
-    /// The backend `config` describes, with `state` carried over from a previous snapshot, or a fresh state.
-    pub fn new(config: &BackendConfig, state: Option<Arc<BackendState>>) -> Self {
+    /// The backend `config` describes, with `state` carried over from a previous snapshot, or a fresh state (with
+    /// counters for `workers` workers).
+    pub fn new(config: &BackendConfig, state: Option<Arc<BackendState>>, workers: usize) -> Self {
         Backend {
             id: config.id,
             authority: config.authority(),
             addr: config.addr,
             weight: 1,
-            state: state.unwrap_or_default(),
+            state: state.unwrap_or_else(|| Arc::new(BackendState::new(workers))),
         }
     }
 
@@ -92,7 +94,7 @@ mod tests {
             port: 8001,
             addr: ([127, 0, 0, 1], 8001).into(),
         };
-        let backend = Backend::new(&config, None);
+        let backend = Backend::new(&config, None, 1);
         assert!(
             backend.is_eligible(),
             "a new backend is enabled and taken as up"

@@ -11,13 +11,16 @@
 //! - `latency_ns`: the slot for a latency estimate (an EWMA of response times, in nanoseconds; 0 until measured).
 //!   Latency-aware balancing will write it from the responses it sees; nothing writes it yet, so the request path
 //!   pays nothing for it.
-//! - counters: requests answered, connections that failed. They live here, next to what they count, so that metrics
-//!   are a view of this rather than a second bookkeeping.
+//! - counters: answers by status class and the time to the response head, per worker (`stats.rs`); health checks
+//!   passed and failed; connections that failed. They live here, next to what they count, so that metrics are a view
+//!   of this rather than a second bookkeeping.
 //!
 //! Nothing here is ordered with anything else: every access is `Relaxed` (a balancer's view of another thread's
 //! count may be a moment old, which is all an estimate needs).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use super::stats::BackendStats;
 
 /// What the operator wants of a backend. Health is the checker's verdict; this is a person's, and both must agree
 /// before a backend gets new requests.
@@ -57,8 +60,13 @@ pub struct BackendState {
         reason = "written and read by latency-aware balancing (a later issue)"
     )]
     pub latency_ns: AtomicU64,
-    /// Requests answered by this backend (any status).
-    pub requests: AtomicU64,
+    /// Answers from this backend and their timing, counted per worker.
+    pub stats: BackendStats,
+    /// Health checks that passed and failed (written by its checker only).
+    #[allow(dead_code)] // until the health checker writes them (issue 9, in progress)
+    pub checks_passed: AtomicU64,
+    #[allow(dead_code)]
+    pub checks_failed: AtomicU64,
     /// Connection attempts that failed (refused, unreachable, timed out).
     pub connect_failures: AtomicU64,
     /// A reload removed this backend: requests still on it finish, and its connections are not kept for others.
@@ -67,20 +75,27 @@ pub struct BackendState {
 
 impl Default for BackendState {
     fn default() -> Self {
+        BackendState::new(1)
+    }
+}
+
+impl BackendState {
+    /// A fresh state, with counters for `workers` workers.
+    pub fn new(workers: usize) -> Self {
         BackendState {
             // Until the first check says otherwise: a new backend is checked before it gets traffic.
             healthy: AtomicBool::new(true),
             admin: AtomicU8::new(AdminState::Enabled as u8),
             in_flight: AtomicUsize::new(0),
             latency_ns: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            stats: BackendStats::new(workers),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
     }
-}
 
-impl BackendState {
     pub fn admin(&self) -> AdminState {
         AdminState::from_u8(self.admin.load(Ordering::Relaxed))
     }

@@ -62,7 +62,7 @@ mod tests {
             addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
         };
         (0..len)
-            .map(|id| Arc::new(Backend::new(&config(id), None)))
+            .map(|id| Arc::new(Backend::new(&config(id), None, 1)))
             .collect()
     }
 

@@ -40,6 +40,10 @@ pub struct FileConfig {
     pub timeouts: FileTimeouts,
     #[serde(default)]
     pub pool: FilePool,
+    /// Where the admin plane listens (off when absent).
+    pub admin: Option<AdminAddr>,
+    /// The bearer token every admin request must carry; required for an admin address off loopback.
+    pub admin_token: Option<AdminToken>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +98,8 @@ impl From<ArrayForm> for FileConfig {
             health_check: FileHealth::default(),
             timeouts: FileTimeouts::default(),
             pool: FilePool::default(),
+            admin: None,
+            admin_token: None,
         }
     }
 }
@@ -412,6 +418,38 @@ impl TryFrom<String> for ListenHost {
             true => Err("must not be empty"),
             false => Ok(ListenHost(host)),
         }
+    }
+}
+
+/// The admin listener's address: `IP:PORT` (`[::1]:9000` for IPv6) or `localhost:PORT`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminAddr(pub std::net::SocketAddr);
+
+impl TryFrom<String> for AdminAddr {
+    type Error = String;
+
+    fn try_from(addr: String) -> Result<Self, String> {
+        super::parse_admin_addr(&addr).map(AdminAddr)
+    }
+}
+
+/// The admin bearer token: printable ASCII without spaces (it travels in an HTTP header), at least 16 characters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminToken(pub String);
+
+impl TryFrom<String> for AdminToken {
+    type Error = &'static str;
+
+    fn try_from(token: String) -> Result<Self, Self::Error> {
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be printable ASCII without spaces");
+        }
+        if token.len() < 16 {
+            return Err("must be at least 16 characters (it guards control of the balancer)");
+        }
+        Ok(AdminToken(token))
     }
 }
 

@@ -49,6 +49,16 @@ pub struct Config {
     pub health: HealthConfig,
     pub timeouts: Timeouts,
     pub pool: PoolConfig,
+    /// The admin plane's listener, when it is on.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Where the admin plane listens and what it asks of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub addr: SocketAddr,
+    /// Every admin request must say `Authorization: Bearer <token>` (required off loopback).
+    pub token: Option<String>,
 }
 
 /// How idle keep-alive connections to backends are kept.
@@ -128,6 +138,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     pub drain: Option<Duration>,
     pub access_log: bool,
+    /// `--admin ADDR`.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A config that cannot be used. `Display` is the one line shown to the user (without the leading `error: `).
@@ -166,7 +178,10 @@ pub fn from_text(
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let file = parse(name, text, toml).map_err(ConfigError)?;
-    resolve(file, overrides)
+    resolve(file, overrides).map_err(|e| match e.0.starts_with("admin") {
+        true => ConfigError(format!("{name}: {}", e.0)),
+        false => e,
+    })
 }
 
 /// Parses `text`, the contents of the file called `name`, as TOML (always the full form) or JSON. JSON picks the form
@@ -291,6 +306,8 @@ pub fn from_backends(
         health_check: file::FileHealth::default(),
         timeouts: file::FileTimeouts::default(),
         pool: file::FilePool::default(),
+        admin: None,
+        admin_token: None,
     };
     resolve(file, overrides)
 }
@@ -352,7 +369,23 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
             .unwrap_or(Duration::from_secs(10)),
     };
 
+    let admin = match (overrides.admin, file.admin) {
+        (Some(addr), _) => Some((addr, "--admin")),
+        (None, Some(addr)) => Some((addr.0, "admin")),
+        (None, None) => None,
+    };
+    let token = file.admin_token.map(|t| t.0);
+    if let Some((addr, source)) = admin {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError(format!(
+                "{source}: {addr} is not a loopback address: set admin_token in the config (every admin request must then carry it), or listen on 127.0.0.1"
+            )));
+        }
+    }
+    let admin = admin.map(|(addr, _)| AdminConfig { addr, token });
+
     Ok(Config {
+        admin,
         host: overrides
             .host
             .clone()
@@ -382,6 +415,21 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
                 .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
         },
     })
+}
+
+/// An admin address as the config and `--admin` write it: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (127.0.0.1).
+pub fn parse_admin_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    Err(format!(
+        "expected IP:PORT (e.g. 127.0.0.1:9000, [::1]:9000) or localhost:PORT, got {text:?}"
+    ))
 }
 
 /// The cores this process may use (respecting affinity and cgroup quotas), or 1 if that cannot be known.

@@ -144,6 +144,7 @@ fn overrides_win_over_the_file() {
         workers: Some(3),
         drain: Some(secs(1.0)),
         access_log: false,
+        admin: None,
     };
     let c = load_text("lb.toml", FULL_TOML, &o).unwrap();
     assert_eq!((c.host.as_str(), c.port, c.workers), ("localhost", 0, 3));

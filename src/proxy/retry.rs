@@ -18,6 +18,7 @@ use http::Method;
 use super::outcome::Outcome;
 use super::outcome::ProxyError;
 use super::relay::{relay, Attempt, Leg};
+use crate::backend::stats::StatusClass;
 use crate::balance::Candidates;
 use crate::failure::Failure;
 use crate::h1::client::Client;
@@ -134,7 +135,8 @@ pub async fn attempts<T: Transport>(
                 keep_alive,
                 request_read,
             } => {
-                backend.state.requests.fetch_add(1, Ordering::Relaxed);
+                let class = StatusClass::of(status.as_u16());
+                backend.state.stats.count(worker.index(), class);
                 return Outcome::Delivered {
                     status,
                     backend: backend.id,
@@ -166,7 +168,8 @@ pub async fn attempts<T: Transport>(
             Attempt::Fail(error) => return Outcome::Failed(error),
             Attempt::Broken(error) => return Outcome::Broken(error),
             Attempt::Tunneled { failed } => {
-                backend.state.requests.fetch_add(1, Ordering::Relaxed);
+                let class = StatusClass::of(101);
+                backend.state.stats.count(worker.index(), class);
                 return Outcome::Tunneled {
                     backend: backend.id,
                     failed,

@@ -12,6 +12,7 @@
 //! removed one is dropped with the last snapshot that holds it.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -26,6 +27,11 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     pub pool: PoolConfig,
     pub access_log: bool,
+    /// Which config this is: 1 for the one the server started with, one more for each reload since (0: not published).
+    pub generation: u64,
+    /// When it was published.
+    #[allow(dead_code)] // until the status endpoint reads it (issue 9, in progress)
+    pub loaded_at: SystemTime,
 }
 
 impl Snapshot {
@@ -40,7 +46,11 @@ impl Snapshot {
                     addr: b.addr,
                 };
                 let known = previous.and_then(|previous| previous.backend(identity));
-                Arc::new(Backend::new(b, known.map(|known| known.state.clone())))
+                Arc::new(Backend::new(
+                    b,
+                    known.map(|known| known.state.clone()),
+                    config.workers,
+                ))
             })
             .collect();
         Snapshot {
@@ -49,6 +59,8 @@ impl Snapshot {
             timeouts: config.timeouts.clone(),
             pool: config.pool.clone(),
             access_log: config.access_log,
+            generation: 0, // the control plane numbers what it publishes
+            loaded_at: SystemTime::now(),
         }
     }
 
@@ -115,7 +127,10 @@ mod tests {
             .state
             .healthy
             .store(false, Ordering::Relaxed);
-        old.backends[1].state.requests.store(7, Ordering::Relaxed);
+        old.backends[1]
+            .state
+            .checks_passed
+            .store(7, Ordering::Relaxed);
         let in_flight = old.backends[1].state.enter();
 
         // Reordered, and backend 2 now second of three: identity is id + address, not position.
@@ -128,7 +143,7 @@ mod tests {
         assert!(Arc::ptr_eq(&kept.state, &old.backends[1].state));
         assert!(Arc::ptr_eq(&also_kept.state, &old.backends[0].state));
         assert!(!kept.is_healthy(), "health carried over");
-        assert_eq!(kept.state.requests.load(Ordering::Relaxed), 7);
+        assert_eq!(kept.state.checks_passed.load(Ordering::Relaxed), 7);
         assert_eq!(kept.state.in_flight.load(Ordering::Relaxed), 1);
         drop(in_flight);
         assert_eq!(
