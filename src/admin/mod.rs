@@ -18,6 +18,7 @@ mod auth;
 mod backends;
 pub mod client;
 mod dashboard;
+mod history;
 mod metrics;
 mod reload;
 mod routes;
@@ -153,6 +154,8 @@ async fn serve(
         Ok(listener) => listener,
         Err(error) => return tracing::error!(%error, "admin: cannot register the listener"),
     };
+    let history = Arc::new(history::History::default());
+    tokio::spawn(history::run(plane.routing.clone(), history.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
@@ -170,11 +173,11 @@ async fn serve(
             tracing::debug!(%peer, "admin: too many connections, closing one");
             continue;
         };
-        let plane = plane.clone();
+        let (plane, history) = (plane.clone(), history.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let plane = plane.clone();
-                async move { Ok::<_, Infallible>(routes::route(&plane, request).await) }
+                let (plane, history) = (plane.clone(), history.clone());
+                async move { Ok::<_, Infallible>(routes::route(&plane, &history, request).await) }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -5,6 +5,7 @@
 //! | `/` | GET | the dashboard (`dashboard`) |
 //! | `/metrics` | GET | Prometheus text exposition (`metrics`) |
 //! | `/api/status` | GET | backends, their state and why (`status`) |
+//! | `/api/history` | GET | the last minutes of requests/s and latency per backend (`history`) |
 //! | `/api/reload` | POST | re-read the config file (`reload`) |
 //! | `/api/backends/{id}/disable`, `/enable`, `/drain` | POST | runtime control (`backends`) |
 //!
@@ -13,9 +14,10 @@
 use http::{Method, Request, StatusCode};
 
 use super::answer::{self, Answer};
+use super::history::History;
 use super::{auth, backends, dashboard, metrics, reload, status, Plane};
 
-pub async fn route<B>(plane: &Plane, request: Request<B>) -> Answer {
+pub async fn route<B>(plane: &Plane, history: &History, request: Request<B>) -> Answer {
     let (method, headers) = (request.method(), request.headers());
     if let Err(refused) = auth::check(plane.token.as_deref(), method, headers) {
         return *refused;
@@ -28,11 +30,12 @@ pub async fn route<B>(plane: &Plane, request: Request<B>) -> Answer {
         [""] if get => dashboard::page(),
         ["metrics"] if get => metrics::render(plane),
         ["api", "status"] if get => status::render(plane),
+        ["api", "history"] if get => history.render(),
         ["api", "reload"] if post => reload::run(plane).await,
         ["api", "backends", id, action] if post && backends::ACTIONS.contains(action) => {
             backends::act(plane, id, action, request.uri().query()).await
         }
-        [""] | ["metrics"] | ["api", "status"] => answer::wrong_method("GET"),
+        [""] | ["metrics"] | ["api", "status"] | ["api", "history"] => answer::wrong_method("GET"),
         ["api", "reload"] => answer::wrong_method("POST"),
         ["api", "backends", _, action] if backends::ACTIONS.contains(action) => {
             answer::wrong_method("POST")
