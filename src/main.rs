@@ -145,7 +145,9 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
         }
     };
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
-    // The admin plane stays up during the drain (it shows it), and stops with the process.
+    // The admin plane stays up during the drain (it shows it), and stops with the process; a reload asked from now
+    // on is answered that lb is stopping.
+    drop(asked);
     let _admin = admin;
     tokio::select! {
         drained = server.shutdown() => {
