@@ -221,6 +221,28 @@ async fn with_a_token_every_admin_request_carries_it() {
         "{}",
         reloaded.stderr
     );
+
+    // A reload may rotate the token (not move the address: that needs a restart).
+    const NEXT: &str = "the-next-token-9876543210";
+    let file = |token: &str, admin: &str| {
+        config(
+            &[(1, &backend)],
+            json!({"admin": admin, "admin_token": token}),
+        )
+    };
+    lb.rewrite_config(&file(TOKEN, "127.0.0.1:1"));
+    let (status, body) = admin.post("/api/reload").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("admin 127.0.0.1:"), "{body}");
+    lb.rewrite_config(&file(NEXT, "127.0.0.1:0"));
+    assert_eq!(admin.post("/api/reload").await.0, 200);
+    assert_eq!(
+        admin.post("/api/reload").await.0,
+        401,
+        "the old token no longer works"
+    );
+    let next = lb.admin().await.with_token(NEXT);
+    assert_eq!(next.post("/api/reload").await.0, 200);
 }
 
 #[tokio::test]
