@@ -151,9 +151,11 @@ def render(summary: dict, meta: dict, args) -> str:
     w(f"- machine: {meta['machine']}")
     w(f"- versions: {meta['versions']}")
     w(f"- lb: {meta['lb_commit']}")
+    sizes = {"idle": f"idle: {args.idle_conns:,} connections", "burst": f"burst: {args.burst_conns:,} connections",
+             "slowread": f"slowread: {args.slowread_conns:,} downloads"}
+    sizes = "".join(f", {v}" for k, v in sizes.items() if k in summary)
     w(f"- mode: {meta['mode']}: {args.rounds} round(s), {wrk_duration(args.duration)} per run "
-      f"(+{args.warmup:g}s unmeasured warm-up), idle: {args.idle_conns:,} connections, burst: "
-      f"{args.burst_conns:,} connections, slowread: {args.slowread_conns:,} downloads; medians over rounds")
+      f"(+{args.warmup:g}s unmeasured warm-up){sizes}; medians over rounds")
     w(f"- proxies pinned to core {PROXY_CORE}; wrk, the idle client and the backends (one nginx) to core {LOAD_CORE}")
     w(f"- wall time: {meta['wall']}")
     cpu_scenarios = [k for k in summary if k not in MEMORY_SCENARIOS + RELOAD_SCENARIOS]
