@@ -18,8 +18,7 @@ was meant to time. Each mechanism is the one its operators use:
 - HAProxy (default, BENCH_HAPROXY_RELOAD=sf): a new `haproxy -f CFG -sf <old pids>` per reload, the classic reload:
   the new process binds, then tells the old ones to stop softly (SIGUSR1: stop listening, finish what they hold).
   BENCH_HAPROXY_RELOAD=master: master-worker mode (`-W`) and SIGUSR2 to the master (what Debian's systemd unit does):
-  the master re-executes itself on the new config, forks a new worker, and soft-stops the old one the same way, but
-  keeps the listening sockets across the reload.
+  the master re-executes itself on the new config, forks a new worker, and soft-stops the old one the same way.
 - nginx: the config rewritten, then SIGHUP to the master (what `nginx -s reload` sends): new workers on the new
   config, the old ones shut down gracefully.
 """
