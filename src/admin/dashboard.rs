@@ -18,9 +18,9 @@ use super::answer::{self, Answer};
 
 const PAGE: &str = include_str!("dashboard.html");
 /// `sha256-<base64>` of the text between the page's `<script>` and `</script>`.
-const SCRIPT_SHA256: &str = "sha256-kiB0ulTjBHGII68vxyPAKgct32QrBvdzZ52KEiz1Naw=";
+const SCRIPT_SHA256: &str = "sha256-u8sd7nXH0LUGCkZimq52RkOmdD1cEfLSc0q6inR+ZSw=";
 /// The same for `<style>`.
-const STYLE_SHA256: &str = "sha256-ur8K3Cw8sEttgmXUuPO409Mg3h+FjwCJsIPJNAps25I=";
+const STYLE_SHA256: &str = "sha256-iLgia+BL0UBaJv/dQS1m8LsB4xlj7GYJaLM87oFuNA0=";
 
 pub fn page() -> Answer {
     let mut answer = answer::with(StatusCode::OK, "text/html; charset=utf-8", PAGE);
