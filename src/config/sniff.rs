@@ -8,7 +8,7 @@
 //!
 //! The guess is line-based and strict enough for that use: a TOML table header (`[backends]`, `[[backends]]`) or a
 //! `key = value` line is TOML; a `key: value` line with a bare key (`host: 127.0.0.1`, `- id: 1`) is YAML; a text that
-//! starts with `{`, or with `[` and has no TOML line, is JSON.
+//! is valid JSON (of the wrong shape), starts with `{`, or starts with `[` and has no TOML line, is JSON.
 
 use std::path::Path;
 
@@ -28,7 +28,8 @@ pub fn looks_like(text: &str) -> Option<Looks> {
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
     };
-    if text.starts_with('{') {
+    let valid_json = || serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    if text.starts_with('{') || valid_json() {
         return Some(Looks::Json);
     }
     if lines().any(|l| is_table_header(l) || is_toml_pair(l)) {
@@ -133,6 +134,8 @@ mod tests {
             ),
             ("[\n  {\"id\": 1 \"host\": \"x\"}\n]", Some(Looks::Json)),
             ("{\"backends\": []}", Some(Looks::Json)),
+            ("\"backends\"", Some(Looks::Json)),
+            ("42", Some(Looks::Json)),
             ("[[backends]]\nid = 1\n", Some(Looks::Toml)),
             (
                 "# lb\n[health_check] # checks\ninterval = \"1s\"\n",
