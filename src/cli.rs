@@ -190,8 +190,9 @@ pub fn completions(shell: Shell) -> Vec<u8> {
 }
 
 /// Parses the process arguments. `--help` and `--version` print and exit 0; a usage error prints one line to stderr
-/// (clap's first line, e.g. `error: invalid value 'abc' for '--port <PORT>': invalid digit found in string`) and
-/// exits 2.
+/// (clap's message without its usage, e.g. `error: invalid value 'abc' for '--port <PORT>': invalid digit found in
+/// string`, or `error: unexpected argument '--prot' found; tip: a similar argument exists: '--port'`) and exits 2, as
+/// does `lb demo --config FILE`: the demo runs its own backends and would silently ignore the file.
 pub fn parse() -> Cli {
     match try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
