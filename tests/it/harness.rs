@@ -5,6 +5,7 @@
 //!
 //! Everything listens on 127.0.0.1 with an ephemeral port, and every wait has a deadline.
 
+mod admin;
 mod backend;
 mod handoff;
 mod raw;
