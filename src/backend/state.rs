@@ -114,10 +114,6 @@ impl BackendState {
     }
 
     /// Sets what the operator wants; answers what it was. Takes effect for the next request picked.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the admin plane sets it (issue 9, in progress)")
-    )]
     pub fn set_admin(&self, admin: AdminState) -> AdminState {
         let was = AdminState::from_u8(self.admin.swap(admin as u8, Ordering::Relaxed));
         if was != admin {
