@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib.common import MEMORY_SCENARIOS, SCENARIOS, TARGETS, StartError, log, median, parse_duration
+from benchlib.common import DEFAULT_SCENARIOS, MEMORY_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, TARGETS, StartError
+from benchlib.common import log, median, parse_duration
 from benchlib.noise import KSOFTIRQD
 from benchlib.procfs import ksoftirqd_pids
 from benchlib.procs import Procs, set_pidfile
@@ -88,11 +89,16 @@ def main() -> int:
     args.idle_conns = int(env.get("BENCH_IDLE_CONNS", "5000"))
     args.burst_conns = int(env.get("BENCH_BURST_CONNS", "5000"))
     args.slowread_conns = int(env.get("BENCH_SLOWREAD_CONNS", "500"))
+    args.reload_conns = int(env.get("BENCH_RELOAD_CONNS", "50"))
+    args.reload_every = parse_duration(env.get("BENCH_RELOAD_EVERY", "0.5s"))
+    args.haproxy_reload = env.get("BENCH_HAPROXY_RELOAD", "sf")
+    if args.haproxy_reload not in ("sf", "master"):
+        raise SystemExit(f"bench: BENCH_HAPROXY_RELOAD must be sf or master, not {args.haproxy_reload!r}")
     args.burst_freeze = env.get("BENCH_BURST_FREEZE", "1") not in ("0", "", "no", "false")
     args.max_other_load = float(env.get("BENCH_MAX_OTHER_LOAD", "10"))
     args.quiet_wait = parse_duration(env.get("BENCH_QUIET_WAIT", "10s" if args.quick else "30s"))
     args.retries = int(env.get("BENCH_RETRIES", "0" if args.quick else "2"))
-    scenarios = [s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s.strip()]
+    scenarios = [s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(DEFAULT_SCENARIOS)).split(",") if s.strip()]
     targets = [t.strip() for t in env.get("BENCH_TARGETS", ",".join(TARGETS)).split(",") if t.strip()]
     for s in scenarios:
         if s not in SCENARIOS:
@@ -135,7 +141,8 @@ def main() -> int:
     procs = Procs(args.tmp)
     KSOFTIRQD.extend(ksoftirqd_pids())
     set_pidfile(args.tmp / "pids")
-    results: dict = {s: {t: [] for t in targets} for s in scenarios}
+    # the reload scenario reloads proxies: `direct` has nothing to reload
+    results: dict = {s: {t: [] for t in targets if not (s in RELOAD_SCENARIOS and t == "direct")} for s in scenarios}
     try:
         backends = Backends(procs, args.tmp)
         backends.start()
@@ -154,12 +161,14 @@ def main() -> int:
 
     wall = time.monotonic() - started
     # the noise figures are those of the CPU scenarios (the memory scenarios wait less and are not repeated)
-    cpu_results = {k: v for k, v in results.items() if k not in MEMORY_SCENARIOS}
+    cpu_results = {k: v for k, v in results.items() if k not in MEMORY_SCENARIOS + RELOAD_SCENARIOS}
     loads = [r["other_load_pct"] for pt in cpu_results.values() for runs in pt.values() for r in runs
              if "other_load_pct" in r]
     steals = [r["steal_pct"] for pt in results.values() for runs in pt.values() for r in runs if "steal_pct" in r]
     mem_loads = [r["other_load_pct"] for k, pt in results.items() if k in MEMORY_SCENARIOS for runs in pt.values()
                  for r in runs if "other_load_pct" in r]
+    reload_loads = [r["other_load_pct"] for k, pt in results.items() if k in RELOAD_SCENARIOS
+                    for runs in pt.values() for r in runs if "other_load_pct" in r]
     vers, lbv = versions(args.lb)
     meta = {
         "date": date,
@@ -173,6 +182,8 @@ def main() -> int:
         "steal_max": max(steals, default=0.0),
         "mem_load_median": median(mem_loads) or 0.0,
         "mem_load_max": max(mem_loads, default=0.0),
+        "reload_load_median": median(reload_loads) or 0.0,
+        "reload_load_max": max(reload_loads, default=0.0),
         "reruns": sum(r.get("attempts", 1) - 1 for pt in results.values() for runs in pt.values() for r in runs),
         "noisy": sum(1 for pt in cpu_results.values() for runs in pt.values() for r in runs
                      if r.get("other_load_pct", 0) > args.max_other_load),

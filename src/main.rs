@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use lb::admin::{self, Admin, Reloads};
+use lb::admin::{self, Admin, Reloads, Token};
 use lb::cli::{self, Cli, Command};
 use lb::config::{self, AdminConfig, BackendConfig, Config};
 use lb::Reloaded;
@@ -87,6 +87,9 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
         }
     };
     let reloads = Arc::new(Reloads::default());
+    let token = Arc::new(Token::new(
+        admin_settings.as_ref().and_then(|a| a.token.clone()),
+    ));
     let (commands, mut asked) = mpsc::channel(4);
     let admin = match &admin_settings {
         None => None,
@@ -95,12 +98,7 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
                 Some(Command::Demo) => None,
                 _ => Some(cli.config.display().to_string()),
             };
-            let plane = server.admin_plane(
-                settings.token.clone(),
-                config_path,
-                reloads.clone(),
-                commands,
-            );
+            let plane = server.admin_plane(token.clone(), config_path, reloads.clone(), commands);
             match Admin::start(settings, plane) {
                 Ok(admin) => {
                     tracing::info!(
@@ -134,18 +132,20 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             tokio::select! {
                 signal = &mut shutdown => break signal,
                 () = hangups.next() => {
-                    let _ = reload(&cli, &mut server, &reloads, "SIGHUP received").await;
+                    let _ = reload(&cli, &mut server, &reloads, &token, "SIGHUP received").await;
                 }
                 Some(command) = asked.recv() => match command {
                     admin::Command::Reload(reply) => {
-                        let _ = reply.send(reload(&cli, &mut server, &reloads, "reload asked on the admin plane").await);
+                        let _ = reply.send(reload(&cli, &mut server, &reloads, &token, "reload asked on the admin plane").await);
                     }
                 },
             }
         }
     };
     tracing::info!("{signal} received: draining (Ctrl+C again to exit at once)");
-    // The admin plane stays up during the drain (it shows it), and stops with the process.
+    // The admin plane stays up during the drain (it shows it), and stops with the process; a reload asked from now
+    // on is answered that lb is stopping.
+    drop(asked);
     let _admin = admin;
     tokio::select! {
         drained = server.shutdown() => {
@@ -173,6 +173,7 @@ async fn reload(
     cli: &Cli,
     server: &mut Server,
     reloads: &Reloads,
+    token: &Token,
     why: &str,
 ) -> Result<Reloaded, String> {
     if matches!(cli.command, Some(Command::Demo)) {
@@ -180,10 +181,15 @@ async fn reload(
         return Err("the demo has no config file to reload; nothing changed".to_owned());
     }
     let result = match load_config(cli) {
-        Ok(config) => server
-            .reload(config)
-            .await
-            .map_err(|error| format!("reload refused, the running config stays: {error}")),
+        Ok(config) => {
+            let new_token = config.admin.as_ref().and_then(|a| a.token.clone());
+            let reloaded = server.reload(config).await;
+            if reloaded.is_ok() {
+                token.set(new_token);
+            }
+            reloaded
+        }
+        .map_err(|error| format!("reload refused, the running config stays: {error}")),
         Err(error) => Err(format!(
             "reload failed, the running config stays: {error:#}"
         )),

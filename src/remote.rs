@@ -19,7 +19,12 @@ pub struct Target {
 
 impl Target {
     pub fn of(cli: &Cli) -> Target {
-        let config = config::load(&cli.config, &cli.overrides()).ok();
+        // The file for its admin settings only: --admin here names the balancer to ask, not a listener to check.
+        let overrides = config::Overrides {
+            admin: None,
+            ..cli.overrides()
+        };
+        let config = config::load(&cli.config, &overrides).ok();
         let admin = config.as_ref().and_then(|c| c.admin.clone());
         let addr = cli
             .admin

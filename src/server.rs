@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Command, Plane, Reloads};
+use crate::admin::{Command, Plane, Reloads, Token};
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
 use crate::connection;
@@ -51,7 +51,7 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Why a reload was refused (nothing changed). The `Display` form is the log line.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("the listener cannot change without a restart ({0})")]
+    #[error("the listeners cannot change without a restart ({0})")]
     Listener(String),
 }
 
@@ -224,16 +224,37 @@ impl Server {
     /// Applies a new config without dropping anything: requests in flight finish on the routing they started with,
     /// client connections stay open, backends kept (same id and address) keep their health, counters and pooled
     /// connections, added backends are checked once before they get traffic, removed ones get no new request. The
-    /// listener (host, port, workers, max_connections) cannot change without a restart: such a config is refused
-    /// whole, and nothing changes.
+    /// listeners (host, port, workers, max_connections, the admin address) cannot change without a restart: such a
+    /// config is refused whole, and nothing changes.
     pub async fn reload(&mut self, config: Config) -> Result<Reloaded, ReloadError> {
-        let listener = |c: &Config| (c.host.clone(), c.port, c.workers, c.max_connections);
-        if listener(&config) != listener(&self.started) {
-            let (was, now) = (listener(&self.started), listener(&config));
-            return Err(ReloadError::Listener(format!(
-                "host {:?} → {:?}, port {} → {}, workers {} → {}, max_connections {:?} → {:?}",
-                was.0, now.0, was.1, now.1, was.2, now.2, was.3, now.3
-            )));
+        let (was, now) = (&self.started, &config);
+        let mut changes = Vec::new();
+        if was.host != now.host {
+            changes.push(format!("host {:?} → {:?}", was.host, now.host));
+        }
+        if was.port != now.port {
+            changes.push(format!("port {} → {}", was.port, now.port));
+        }
+        if was.workers != now.workers {
+            changes.push(format!("workers {} → {}", was.workers, now.workers));
+        }
+        if was.max_connections != now.max_connections {
+            let show =
+                |max: Option<usize>| max.map_or_else(|| "derived".to_owned(), |m| m.to_string());
+            changes.push(format!(
+                "max_connections {} → {}",
+                show(was.max_connections),
+                show(now.max_connections)
+            ));
+        }
+        let admin = |c: &Config| c.admin.as_ref().map(|a| a.addr);
+        if admin(was) != admin(now) {
+            let show =
+                |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+            changes.push(format!("admin {} → {}", show(admin(was)), show(admin(now))));
+        }
+        if !changes.is_empty() {
+            return Err(ReloadError::Listener(changes.join(", ")));
         }
         Ok(self.control.reload(&config).await)
     }
@@ -242,7 +263,7 @@ impl Server {
     /// serves: it owns the server, so it does the reloads).
     pub fn admin_plane(
         &self,
-        token: Option<String>,
+        token: Arc<Token>,
         config_path: Option<String>,
         reloads: Arc<Reloads>,
         commands: mpsc::Sender<Command>,

@@ -8,6 +8,7 @@
     load     the CPU scenarios: wrk, its output, the measured run around it
     clients  the memory scenarios' clients: asyncio for idle, plain sockets and epoll for burst and slowread
     memory   the memory scenarios: idle, burst, slowread, and what they wait for before they start
+    reload   the reload scenario: reloadable targets, the load client that tells a reset from an error, the reloads
     report   the summary and the Markdown tables
     runs     one run (fresh target, repeated while noisy), and the rounds
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import statistics
 
-from .common import LOAD_CORE, MEM_QUIET_WAIT, MEMORY_SCENARIOS, PROXY_CORE, SCENARIOS, SLOW_PATH, SLOW_RCVBUF, median
+from .common import LOAD_CORE, MEM_QUIET_WAIT, MEMORY_SCENARIOS, PROXY_CORE, RELOAD_SCENARIOS, SCENARIOS, SLOW_PATH
+from .common import SLOW_RCVBUF, median
 from .common import wrk_duration
 from .procfs import tcp_mem_limits_text
 
@@ -108,6 +109,9 @@ def summarize(results: dict, args) -> dict:
         summary[sname] = {}
         for t, runs in per_target.items():
             ok = [r for r in runs if "failed" not in r]
+            if sname in RELOAD_SCENARIOS:
+                summary[sname][t] = reload_summary(runs, ok)
+                continue
             if sname in MEMORY_SCENARIOS:
                 summary[sname][t] = {
                     "runs": len(runs),
@@ -147,12 +151,14 @@ def render(summary: dict, meta: dict, args) -> str:
     w(f"- machine: {meta['machine']}")
     w(f"- versions: {meta['versions']}")
     w(f"- lb: {meta['lb_commit']}")
+    sizes = {"idle": f"idle: {args.idle_conns:,} connections", "burst": f"burst: {args.burst_conns:,} connections",
+             "slowread": f"slowread: {args.slowread_conns:,} downloads"}
+    sizes = "".join(f", {v}" for k, v in sizes.items() if k in summary)
     w(f"- mode: {meta['mode']}: {args.rounds} round(s), {wrk_duration(args.duration)} per run "
-      f"(+{args.warmup:g}s unmeasured warm-up), idle: {args.idle_conns:,} connections, burst: "
-      f"{args.burst_conns:,} connections, slowread: {args.slowread_conns:,} downloads; medians over rounds")
+      f"(+{args.warmup:g}s unmeasured warm-up){sizes}; medians over rounds")
     w(f"- proxies pinned to core {PROXY_CORE}; wrk, the idle client and the backends (one nginx) to core {LOAD_CORE}")
     w(f"- wall time: {meta['wall']}")
-    cpu_scenarios = [k for k in summary if k not in MEMORY_SCENARIOS]
+    cpu_scenarios = [k for k in summary if k not in MEMORY_SCENARIOS + RELOAD_SCENARIOS]
     mem_scenarios = [k for k in summary if k in MEMORY_SCENARIOS]
     if cpu_scenarios:
         w(f"- other load on the machine during the measured runs (CPU not used by the proxy, backends or wrk, "
@@ -166,6 +172,11 @@ def render(summary: dict, meta: dict, args) -> str:
         w(f"- {' and '.join(mem_scenarios)} measure memory: each waits at most {MEM_QUIET_WAIT:.0f} s for a quiet "
           f"machine and is not repeated; other load during them (% of one core): median "
           f"{meta['mem_load_median']:.0f}%, max {meta['mem_load_max']:.0f}%")
+    if "reload" in summary:
+        w(f"- reload: {args.reload_conns} keep-alive connections for {args.duration:g} s per run, a reload every "
+          f"{args.reload_every:g} s; it waits at most {MEM_QUIET_WAIT:.0f} s for a quiet machine and is not repeated; "
+          f"other load during it (% of one core): median {meta.get('reload_load_median', 0):.0f}%, max "
+          f"{meta.get('reload_load_max', 0):.0f}%")
     if cpu_scenarios:
         w("")
         w("Columns: req/s is the median over rounds (range min–max in brackets); p50/p99 are wrk's latency "
@@ -183,6 +194,9 @@ def render(summary: dict, meta: dict, args) -> str:
             continue
         if sname == "slowread":
             render_slowread(w, per_target, args)
+            continue
+        if sname == "reload":
+            render_reload(w, per_target, args)
             continue
         if sname == "idle":
             w(f"## idle — {args.idle_conns:,} keep-alive client connections, each made one request and now waits")
@@ -320,3 +334,57 @@ def render_slowread(w, per_target: dict, args) -> None:
           f"| {tcp_text} | {s['errors']} |")
     lb_ratios(w, per_target, "kib_per_download", "KiB per stalled download")
     w("(direct: the backend nginx itself, sending with sendfile)")
+
+
+RELOAD_COUNTS = ("requests", "failed_requests", "reset_mid", "no_answer", "non_2xx", "connect_failed", "closed_idle",
+                 "closed_announced", "closed_silent", "reloads", "reload_attempts", "reloads_in_time")
+
+
+def reload_summary(runs: list[dict], ok: list[dict]) -> dict:
+    """reload: the counts summed over the rounds (failures are rare events: every one counts), req/s the median."""
+    out: dict = {k: sum(r.get(k, 0) for r in ok) for k in RELOAD_COUNTS}
+    kinds: dict[str, int] = {}
+    for r in ok:
+        for k, v in {**r.get("kinds", {}), **r.get("errors", {})}.items():
+            kinds[k] = kinds.get(k, 0) + v
+    out.update({
+        "runs": len(runs),
+        "ok": len(ok),
+        "rps": median([r.get("rps") for r in ok]),
+        "reload_ms": median([r.get("reload_ms") for r in ok]),
+        "kinds": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+        "split": split_text([{"backend_split": r.get("split", [])} for r in ok]),
+        "errors": errors_text(runs),
+        "failures": [r["failed"] for r in runs if "failed" in r],
+        "other": median([r.get("other_load_pct") for r in ok]),
+    })
+    return out
+
+
+def render_reload(w, per_target: dict, args) -> None:
+    w(f"## reload — {args.reload_conns} keep-alive connections of steady `GET /` for {args.duration:g} s, the proxy "
+      f"reloaded every {args.reload_every:g} s (backend 3 removed, added back, ...)")
+    w("")
+    w("reloads: done / attempted, as the proxy counts them (its log: lb's `config reloaded` lines, nginx's new "
+      "workers, HAProxy's soft-stopped processes or master reloads), and in brackets the median time from the "
+      "signal (or the new process) until it was seen done; requests: 2xx answers read whole; failed: requests with no 2xx answer (non-2xx, reset "
+      "mid-request, no answer in 5 s, or a refused connect); reset mid-request: of those, sent on a connection "
+      "(or failed to send) that the proxy closed or reset before the answer came; closed between requests: "
+      "connections the proxy closed with no request outstanding (its answer said `Connection: close`, or a peek "
+      "just before the next request found the end of the stream: *silent*), after which the client reconnected; "
+      "split: the answers per backend (%; backend 3 is in every other config); counts summed over rounds, req/s "
+      f"the median. HAProxy: {'a new process with `-sf <old pids>` per reload' if args.haproxy_reload == 'sf' else 'master-worker mode (`-W`), SIGUSR2 to the master'}; "
+      "nginx: SIGHUP to the master (`nginx -s reload`); lb: SIGHUP.")
+    w("")
+    w("| target | reloads | requests | failed | reset mid-request | closed between requests | req/s | split "
+      "| what happened | other load |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
+    for t, s in per_target.items():
+        if not s["ok"]:
+            w(f"| {t} | FAILED | | | | | | | {s['errors']}: {s['failures'][0].splitlines()[0]} | |")
+            continue
+        silent = f" ({s['closed_silent']:,} silent)" if s["closed_silent"] else ""
+        kinds = ", ".join(f"{k} {v:,}" for k, v in s["kinds"].items()) or "–"
+        w(f"| {t} | {s['reloads']}/{s['reload_attempts']} ({fmt_num(s['reload_ms'])} ms) | {s['requests']:,} "
+          f"| {s['failed_requests']:,} | {s['reset_mid']:,} | {s['closed_idle']:,}{silent} | {fmt_num(s['rps'])} "
+          f"| {s['split']} | {kinds} | {fmt_num(s['other'])}% |")

@@ -17,11 +17,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from .common import MEMORY_SCENARIOS, SCENARIOS, Scenario, StartError, log
+from .common import MEMORY_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, Scenario, StartError, log
 from .load import run_load
 from .memory import run_burst, run_idle, run_slowread, wait_settled
 from .procfs import socket_inodes
 from .procs import Procs
+from .reload import make_reload_target, run_reload
 from .report import fmt_conns, fmt_num, fmt_us
 from .targets import Backends, make_target, tail
 
@@ -30,7 +31,8 @@ def one_run(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends
     """One measured run; repeated (up to BENCH_RETRIES times) while other processes used more than
     BENCH_MAX_OTHER_LOAD of a core during it. The quietest attempt is kept."""
     best = None
-    retries = 0 if sc.name in MEMORY_SCENARIOS else args.retries  # memory hardly moves with CPU noise
+    # memory hardly moves with CPU noise; reload counts failures
+    retries = 0 if sc.name in MEMORY_SCENARIOS + RELOAD_SCENARIOS else args.retries
     for attempt in range(1, retries + 2):
         r = one_attempt(name, sc, procs, tmp, backends, args)
         r["attempts"] = attempt
@@ -47,7 +49,10 @@ def one_run(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends
 
 
 def one_attempt(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends, args) -> dict:
-    target = make_target(name, procs, tmp, backends, args.lb)
+    if sc.name in RELOAD_SCENARIOS:
+        target = make_reload_target(name, procs, tmp, backends, args.lb, args.haproxy_reload)
+    else:
+        target = make_target(name, procs, tmp, backends, args.lb)
     own_sockets = len(socket_inodes([os.getpid()]))
     try:
         if sc.name in MEMORY_SCENARIOS:
@@ -60,6 +65,8 @@ def one_attempt(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Back
             return run_burst(target, backends, args)
         if sc.name == "slowread":
             return run_slowread(target, backends, args)
+        if sc.name == "reload":
+            return run_reload(target, backends, args)
         return run_load(target, backends, sc, args)
     except (StartError, RuntimeError, ValueError, subprocess.TimeoutExpired, asyncio.TimeoutError, OSError) as e:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, StartError) else str(e)
@@ -75,7 +82,7 @@ def one_attempt(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Back
 def run_rounds(results: dict, scenarios: list[str], targets: list[str], procs: Procs, backends: Backends,
                args) -> None:
     """args.rounds rounds of every scenario on every target; each run appended to results[scenario][target]."""
-    n_runs = args.rounds * len(scenarios) * len(targets)
+    n_runs = args.rounds * sum(len(results[s]) for s in scenarios)
     i = 0
     for rnd in range(args.rounds):
         # rotate the order each round so that no proxy always runs first or right after another
@@ -83,6 +90,8 @@ def run_rounds(results: dict, scenarios: list[str], targets: list[str], procs: P
         for sname in scenarios:
             sc = SCENARIOS[sname]
             for t in order:
+                if t not in results[sname]:  # direct in reload: nothing to reload
+                    continue
                 i += 1
                 log(f"[{i}/{n_runs}] round {rnd + 1}/{args.rounds} {sname:7} {t}")
                 if backends.p.poll() is not None:
@@ -111,6 +120,11 @@ def log_run(sname: str, r: dict) -> None:
             f"kernel TCP buffers {r['tcp_mem_before_kib']} -> {r['tcp_mem_8s_kib']} KiB"
             f"{' (pressure)' if r.get('tcp_pressure_8s') else ''}; "
             f"backend conns at 8 s {fmt_conns(r['backend_8s'])}; errors {r['errors'] or 0}")
+    elif sname == "reload":
+        log(f"    {r['reloads']}/{r['reload_attempts']} reloads (median {fmt_num(r['reload_ms'], 1)} ms), "
+            f"{r['requests']:,} requests ({r['rps']:,.0f}/s), {r['failed_requests']} failed ({r['reset_mid']} reset "
+            f"mid-request), {r['closed_idle']} closed between requests ({r['closed_announced']} announced), "
+            f"split {r['split']}: {r['kinds'] or 'nothing else'}; other load {r['other_load_pct']:.0f}%")
     elif sname == "idle":
         log(f"    {r['idle_conns']} idle, RSS {r['rss_before_kib']} -> {r['rss_kib']} KiB, "
             f"{fmt_num(r['kib_per_conn'], 2)} KiB/conn, errors {r['errors'] or 0}, "

@@ -25,6 +25,7 @@ from .common import BIG_PATH, BIG_SIZE, LOAD_CORE, PROXY_CORE, SLOW_PATH, SLOW_S
 from .procfs import sockets_by_state
 from .procs import Procs, proc_tree
 
+BACKEND_IDS = (1, 2, 3)  # the backends a target routes to (numbered from 1, as they answer `hello from N`)
 NOFILE = 20000  # set in main(): the open-files limit this process and its children have
 
 
@@ -61,6 +62,13 @@ def http_head(port: int, path: str, timeout: float = 2.0) -> tuple[int, int | No
         return r.status, int(length) if length and length.isdigit() else None
     finally:
         conn.close()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a config file whole: a proxy that re-reads it (a reload) never sees half of it."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    new.replace(path)
 
 
 def tail(path: Path, n: int = 15) -> str:
@@ -252,12 +260,17 @@ class Lb(Target):
         super().__init__(*a)
         self.binary = binary
 
-    def start(self) -> None:
-        self.port = free_port()
+    def write_config(self) -> Path:
+        """The spec's JSON list of the three backends (the reload scenario writes the full form: reload.py)."""
         cfg = self.tmp / "lb.json"
-        cfg.write_text(json.dumps(
+        write_atomic(cfg, json.dumps(
             [{"id": i, "host": "127.0.0.1", "port": port} for i, port in enumerate(self.backends.ports, 1)]
         ))
+        return cfg
+
+    def start(self) -> None:
+        self.port = free_port()
+        cfg = self.write_config()
         argv = [str(self.binary), "--host", "127.0.0.1", "--port", str(self.port), "--config", str(cfg),
                 "--workers", "1", "--interval", "5"]
         self.p, self.logfile = self.procs.start("lb", argv, PROXY_CORE)
@@ -281,12 +294,10 @@ def haproxy_maxconn() -> int:
 class HAProxy(Target):
     name = "haproxy"
 
-    def start(self) -> None:
-        self.port = free_port()
-        servers = "\n".join(
-            f"    server b{i} 127.0.0.1:{port} check inter 5s" for i, port in enumerate(self.backends.ports, 1)
-        )
-        conf = f"""# HAProxy under test: one thread, pinned to core {PROXY_CORE}, no logs
+    def config_text(self, ids: tuple[int, ...] = BACKEND_IDS) -> str:
+        """The config with backends `ids` (1-based; the reload scenario leaves one out every other time)."""
+        servers = "\n".join(f"    server b{i} 127.0.0.1:{self.backends.ports[i - 1]} check inter 5s" for i in ids)
+        return f"""# HAProxy under test: one thread, pinned to core {PROXY_CORE}, no logs
 global
     nbthread 1
     maxconn {haproxy_maxconn()}
@@ -314,20 +325,22 @@ backend be
     balance roundrobin
 {servers}
 """
+
+    def start(self) -> None:
+        self.port = free_port()
         cfg = self.tmp / "haproxy.cfg"
-        cfg.write_text(conf)
+        write_atomic(cfg, self.config_text())
         self.p, self.logfile = self.procs.start("haproxy", ["haproxy", "-db", "-f", str(cfg)], PROXY_CORE)
 
 
 class Nginx(Target):
     name = "nginx"
 
-    def start(self) -> None:
-        self.port = free_port()
+    def config_text(self, ids: tuple[int, ...] = BACKEND_IDS) -> str:
+        """The config with backends `ids` (1-based; the reload scenario leaves one out every other time)."""
         d = self.tmp / "nginx-proxy"
-        (d / "temp").mkdir(parents=True, exist_ok=True)
-        servers = "\n".join(f"        server 127.0.0.1:{port};" for port in self.backends.ports)
-        conf = f"""# nginx as a proxy under test: master + one worker, pinned to core {PROXY_CORE}, no access log
+        servers = "\n".join(f"        server 127.0.0.1:{self.backends.ports[i - 1]};" for i in ids)
+        return f"""# nginx as a proxy under test: master + one worker, pinned to core {PROXY_CORE}, no access log
 daemon off;
 master_process on;
 worker_processes 1;
@@ -366,7 +379,12 @@ http {{
     scgi_temp_path {d}/temp/scgi;
 }}
 """
-        (d / "nginx.conf").write_text(conf)
+
+    def start(self) -> None:
+        self.port = free_port()
+        d = self.tmp / "nginx-proxy"
+        (d / "temp").mkdir(parents=True, exist_ok=True)
+        write_atomic(d / "nginx.conf", self.config_text())
         self.p, self.logfile = self.procs.start(
             "nginx-proxy", ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", "stderr"], PROXY_CORE
         )

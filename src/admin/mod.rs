@@ -57,7 +57,7 @@ pub struct Plane {
     /// The config file reloads re-read, as given (`None`: the demo, which has none).
     pub(crate) config_path: Option<String>,
     /// The bearer token requests must carry, if any.
-    pub(crate) token: Option<String>,
+    pub(crate) token: Arc<Token>,
     /// Asks the main task to do what only it can.
     pub(crate) commands: mpsc::Sender<Command>,
 }
@@ -67,6 +67,31 @@ pub struct Plane {
 pub enum Command {
     /// Re-read the config file and apply it; the answer is the diff, or the one-line error.
     Reload(oneshot::Sender<Result<Reloaded, String>>),
+}
+
+/// The bearer token admin requests must carry (`None`: a loopback address without one). A reload may replace it
+/// (the address cannot change without a restart; the token can, so that it can be rotated).
+#[derive(Debug, Default)]
+pub struct Token(std::sync::RwLock<Option<String>>);
+
+impl Token {
+    pub fn new(token: Option<String>) -> Self {
+        Token(std::sync::RwLock::new(token))
+    }
+
+    pub fn set(&self, token: Option<String>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = token;
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
 }
 
 /// Config reloads by result, whatever asked for them (SIGHUP, `/api/reload`, `lb reload`).

@@ -17,7 +17,7 @@ use super::{auth, backends, dashboard, metrics, reload, status, Plane};
 
 pub async fn route<B>(plane: &Plane, request: Request<B>) -> Answer {
     let (method, headers) = (request.method(), request.headers());
-    if let Err(refused) = auth::check(plane.token.as_deref(), method, headers) {
+    if let Err(refused) = auth::check(plane.token.get().as_deref(), method, headers) {
         return *refused;
     }
     let get = matches!(*method, Method::GET | Method::HEAD);

@@ -9,12 +9,7 @@ use serde_json::{json, Value};
 use crate::harness::{wait_until, TestBackend, TestLb, HEALTH_PATH, PATIENCE};
 
 async fn lb_with_admin(backends: &[&TestBackend]) -> TestLb {
-    TestLb::builder()
-        .backends(backends)
-        .arg("--admin")
-        .arg("127.0.0.1:0")
-        .start()
-        .await
+    TestLb::builder().backends(backends).admin().start().await
 }
 
 fn ids(spread: &std::collections::BTreeMap<u64, usize>) -> Vec<u64> {
@@ -50,9 +45,10 @@ async fn slow_request_on(
 async fn disable_and_enable_stop_and_resume_a_backends_traffic() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = lb_with_admin(&[&b1, &b2]).await;
+    let admin = lb.admin().await;
     lb.wait_serving(&[1, 2]).await;
 
-    let (status, answer) = lb.admin("POST", "/api/backends/2/disable").await;
+    let (status, answer) = admin.call("POST", "/api/backends/2/disable").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         (&answer["id"], &answer["state"]),
@@ -68,7 +64,7 @@ async fn disable_and_enable_stop_and_resume_a_backends_traffic() {
     let before = b2.hits();
     assert_eq!(ids(&lb.spread(10).await), [1]);
     assert_eq!(b2.hits(), before, "no request reaches a disabled backend");
-    let two = lb.backend_status(2).await;
+    let two = admin.backend(2).await;
     assert_eq!(
         (&two["state"], &two["health"], &two["admin"]),
         (&"disabled".into(), &"up".into(), &"disabled".into())
@@ -80,7 +76,7 @@ async fn disable_and_enable_stop_and_resume_a_backends_traffic() {
     })
     .await;
 
-    let (status, answer) = lb.admin("POST", "/api/backends/2/enable").await;
+    let (status, answer) = admin.call("POST", "/api/backends/2/enable").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         (&answer["state"], &answer["was"]),
@@ -92,29 +88,30 @@ async fn disable_and_enable_stop_and_resume_a_backends_traffic() {
         "one audit line per change"
     );
     assert_eq!(ids(&lb.spread(10).await), [1, 2]);
-    assert_eq!(lb.backend_status(2).await["state"], "up");
+    assert_eq!(admin.backend(2).await["state"], "up");
 }
 
 #[tokio::test]
 async fn drain_answers_when_the_last_request_in_flight_is_done() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = lb_with_admin(&[&b1, &b2]).await;
+    let admin = lb.admin().await;
     lb.wait_serving(&[1, 2]).await;
     let slow_ms = 1500;
     let started = Instant::now();
     let slow = slow_request_on(&lb, &[&b1, &b2], &b2, slow_ms).await;
 
-    let drain_url = lb.admin_url("/api/backends/2/drain?timeout=20s").await;
+    let drain_url = admin.url("/api/backends/2/drain?timeout=20s");
     let drain = tokio::spawn(crate::harness::client().post(drain_url).send());
     wait_until("backend 2 is draining", PATIENCE, async || {
-        lb.backend_status(2).await["state"] == "draining"
+        admin.backend(2).await["state"] == "draining"
     })
     .await;
     // New requests avoid it at once, while the drain waits for the slow one.
     let before = b2.hits();
     assert_eq!(ids(&lb.spread(10).await), [1]);
     assert_eq!(b2.hits(), before);
-    assert_eq!(lb.backend_status(2).await["in_flight"], 1);
+    assert_eq!(admin.backend(2).await["in_flight"], 1);
     assert!(
         !drain.is_finished(),
         "the drain answered with a request in flight"
@@ -148,9 +145,9 @@ async fn drain_answers_when_the_last_request_in_flight_is_done() {
     );
 
     // A drained backend stays out of the rotation until enabled.
-    assert_eq!(lb.backend_status(2).await["state"], "draining");
+    assert_eq!(admin.backend(2).await["state"], "draining");
     assert_eq!(ids(&lb.spread(6).await), [1]);
-    let (status, _) = lb.admin("POST", "/api/backends/2/enable").await;
+    let (status, _) = admin.call("POST", "/api/backends/2/enable").await;
     assert_eq!(status, 200);
     assert_eq!(ids(&lb.spread(10).await), [1, 2]);
 }
@@ -159,11 +156,12 @@ async fn drain_answers_when_the_last_request_in_flight_is_done() {
 async fn drain_answers_at_its_timeout_with_what_is_still_in_flight() {
     let b1 = TestBackend::start(1).await;
     let lb = lb_with_admin(&[&b1]).await;
+    let admin = lb.admin().await;
     let slow = slow_request_on(&lb, &[&b1], &b1, 3000).await;
 
     let asked = Instant::now();
-    let (status, answer) = lb
-        .admin("POST", "/api/backends/1/drain?timeout=300ms")
+    let (status, answer) = admin
+        .call("POST", "/api/backends/1/drain?timeout=300ms")
         .await;
     let waited = asked.elapsed();
     assert_eq!(status, 200, "{answer}");
@@ -186,13 +184,15 @@ async fn drain_answers_at_its_timeout_with_what_is_still_in_flight() {
     assert_eq!(response.status(), 200);
 
     // An idle backend drains at once; a bad timeout is refused.
-    let (status, answer) = lb.admin("POST", "/api/backends/1/drain").await;
+    let (status, answer) = admin.call("POST", "/api/backends/1/drain").await;
     assert_eq!(
         (status, &answer["drained"]),
         (200, &true.into()),
         "{answer}"
     );
-    let (status, answer) = lb.admin("POST", "/api/backends/1/drain?timeout=soon").await;
+    let (status, answer) = admin
+        .call("POST", "/api/backends/1/drain?timeout=soon")
+        .await;
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().starts_with("timeout: "),
@@ -204,12 +204,13 @@ async fn drain_answers_at_its_timeout_with_what_is_still_in_flight() {
 async fn unknown_ids_are_404_and_wrong_methods_405() {
     let b1 = TestBackend::start(1).await;
     let lb = lb_with_admin(&[&b1]).await;
+    let admin = lb.admin().await;
     for path in [
         "/api/backends/9/disable",
         "/api/backends/abc/drain",
         "/api/backends/-1/enable",
     ] {
-        let (status, answer) = lb.admin("POST", path).await;
+        let (status, answer) = admin.call("POST", path).await;
         assert_eq!(status, 404, "{path}: {answer}");
         assert!(
             answer["error"]
@@ -224,11 +225,11 @@ async fn unknown_ids_are_404_and_wrong_methods_405() {
         ("PUT", "/api/backends/1/drain"),
         ("POST", "/api/status"),
     ] {
-        let (status, answer) = lb.admin(method, path).await;
+        let (status, answer) = admin.call(method, path).await;
         assert_eq!(status, 405, "{method} {path}: {answer}");
         assert!(answer["error"].is_string(), "{answer}");
     }
-    assert_eq!(lb.backend_status(1).await["state"], "up", "nothing changed");
+    assert_eq!(admin.backend(1).await["state"], "up", "nothing changed");
 }
 
 #[tokio::test]
@@ -252,18 +253,19 @@ async fn the_operators_state_survives_a_reload_that_keeps_the_backend() {
         .to_string()
     };
     let lb = TestLb::from_file("lb.json", &config(&[&b1, &b2])).await;
+    let admin = lb.admin().await;
     lb.wait_serving(&[1, 2]).await;
-    let (status, _) = lb.admin("POST", "/api/backends/2/disable").await;
+    let (status, _) = admin.call("POST", "/api/backends/2/disable").await;
     assert_eq!(status, 200);
-    let before = lb.backend_status(2).await;
+    let before = admin.backend(2).await;
 
     lb.rewrite_config(&config(&[&b1, &b2, &b3]));
     lb.signal("HUP").await;
     wait_until("the reload is applied", PATIENCE, async || {
-        lb.status().await["generation"] == 2
+        admin.status().await["generation"] == 2
     })
     .await;
-    let after = lb.backend_status(2).await;
+    let after = admin.backend(2).await;
     assert_eq!(after["state"], "disabled", "{after}");
     assert_eq!(
         after["since"], before["since"],

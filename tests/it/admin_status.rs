@@ -7,12 +7,7 @@ use crate::harness::{run_lb, wait_until, TestBackend, TestLb, PATIENCE};
 
 /// `lb` in front of `backends`, with its admin plane on an ephemeral port.
 async fn lb_with_admin(backends: &[&TestBackend]) -> TestLb {
-    TestLb::builder()
-        .backends(backends)
-        .arg("--admin")
-        .arg("127.0.0.1:0")
-        .start()
-        .await
+    TestLb::builder().backends(backends).admin().start().await
 }
 
 fn is_timestamp(value: &Value) -> bool {
@@ -36,14 +31,15 @@ fn checks(backend: &Value) -> Vec<Value> {
 async fn status_says_why_a_backend_is_down() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = lb_with_admin(&[&b1, &b2]).await;
+    let admin = lb.admin().await;
     lb.wait_serving(&[1, 2]).await;
     lb.spread(10).await;
 
-    let status = lb.status().await;
+    let status = admin.status().await;
     assert_eq!(status["generation"], 1, "{status}");
     assert!(status["config"].as_str().unwrap().ends_with("lb.json"));
     assert!(is_timestamp(&status["loaded_at"]), "{status}");
-    let one = lb.backend_status(1).await;
+    let one = admin.backend(1).await;
     assert_eq!(one["address"], format!("127.0.0.1:{}", b1.addr().port()));
     assert_eq!(
         (&one["state"], &one["health"]),
@@ -54,8 +50,8 @@ async fn status_says_why_a_backend_is_down() {
         "{one}"
     );
     assert_eq!(one["in_flight"], 0);
-    let answered = one["requests"].as_u64().unwrap()
-        + lb.backend_status(2).await["requests"].as_u64().unwrap();
+    let answered =
+        one["requests"].as_u64().unwrap() + admin.backend(2).await["requests"].as_u64().unwrap();
     assert!(answered >= 12, "every answer counted: {status}");
     let first = &checks(&one)[0];
     assert_eq!(
@@ -70,7 +66,7 @@ async fn status_says_why_a_backend_is_down() {
     b2.stop().await;
     let mut down = Value::Null;
     wait_until("backend 2 is down in the status", PATIENCE, async || {
-        down = lb.backend_status(2).await;
+        down = admin.backend(2).await;
         down["state"] == "down"
     })
     .await;
@@ -90,7 +86,7 @@ async fn status_says_why_a_backend_is_down() {
     assert_eq!(latest["error"], "connection refused");
     // Checks every 100 ms: the list fills up to 10 and stays at 10.
     wait_until("10 checks kept", PATIENCE, async || {
-        checks(&lb.backend_status(2).await).len() == 10
+        checks(&admin.backend(2).await).len() == 10
     })
     .await;
     assert!(down["checks_failed"].as_u64().unwrap() >= 3, "{down}");
@@ -98,10 +94,10 @@ async fn status_says_why_a_backend_is_down() {
     // A backend that answers its checks with a 500 says so.
     b1.set_healthy(false);
     wait_until("backend 1 is down in the status", PATIENCE, async || {
-        lb.backend_status(1).await["state"] == "down"
+        admin.backend(1).await["state"] == "down"
     })
     .await;
-    let one = lb.backend_status(1).await;
+    let one = admin.backend(1).await;
     let reason = one["reason"].as_str().unwrap();
     assert!(
         reason.ends_with("checks failed, last: status 500"),
@@ -112,7 +108,7 @@ async fn status_says_why_a_backend_is_down() {
     // It comes back: up, no reason.
     b1.set_healthy(true);
     wait_until("backend 1 is up again", PATIENCE, async || {
-        let one = lb.backend_status(1).await;
+        let one = admin.backend(1).await;
         one["state"] == "up" && one["reason"].is_null()
     })
     .await;
@@ -122,12 +118,13 @@ async fn status_says_why_a_backend_is_down() {
 async fn lb_status_prints_the_table_with_a_down_backends_reason() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = lb_with_admin(&[&b1, &b2]).await;
+    let admin = lb.admin().await;
     b2.stop().await;
     wait_until("backend 2 is down", PATIENCE, async || {
-        lb.backend_status(2).await["state"] == "down"
+        admin.backend(2).await["state"] == "down"
     })
     .await;
-    let admin = lb.admin_addr().await.to_string();
+    let admin = admin.addr.to_string();
 
     let run = run_lb(&["status", "--admin", &admin]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);

@@ -1,6 +1,7 @@
 //! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
 
 mod acks;
+mod admin;
 mod admin_control;
 mod admin_status;
 mod blame;
