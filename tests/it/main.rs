@@ -2,6 +2,8 @@
 
 mod acks;
 mod admin;
+mod admin_control;
+mod admin_status;
 mod blame;
 mod bounds;
 mod cli;
