@@ -2,10 +2,13 @@
 
 mod acks;
 mod admin;
+mod admin_control;
+mod admin_status;
 mod blame;
 mod bounds;
 mod cli;
 mod clients;
+mod commands;
 mod config_errors;
 mod config_forms;
 mod failures;
@@ -16,6 +19,7 @@ mod health;
 mod honest;
 mod in_process;
 mod limits;
+mod process_log;
 mod reload;
 mod rotation;
 mod shutdown;
