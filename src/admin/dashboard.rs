@@ -18,9 +18,9 @@ use super::answer::{self, Answer};
 
 const PAGE: &str = include_str!("dashboard.html");
 /// `sha256-<base64>` of the text between the page's `<script>` and `</script>`.
-const SCRIPT_SHA256: &str = "sha256-u8sd7nXH0LUGCkZimq52RkOmdD1cEfLSc0q6inR+ZSw=";
+const SCRIPT_SHA256: &str = "sha256-RbhqN4U6o9XIfg4DeBuuOlwWtzJXodN7m9TTMSALJ1w=";
 /// The same for `<style>`.
-const STYLE_SHA256: &str = "sha256-iLgia+BL0UBaJv/dQS1m8LsB4xlj7GYJaLM87oFuNA0=";
+const STYLE_SHA256: &str = "sha256-DUoBkPlLyebUlPfkLjxLE0bOqiNqBpHU/Z07GWhchbc=";
 
 pub fn page() -> Answer {
     let mut answer = answer::with(StatusCode::OK, "text/html; charset=utf-8", PAGE);
