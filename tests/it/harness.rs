@@ -7,6 +7,7 @@
 
 mod admin;
 mod backend;
+mod browser;
 mod handoff;
 mod raw;
 mod scripted;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
+pub use browser::{Browser, Page};
 pub use handoff::{assert_not_asked_to_upgrade, tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};

@@ -11,6 +11,7 @@ mod clients;
 mod commands;
 mod config_errors;
 mod config_forms;
+mod dashboard;
 mod failures;
 mod framing;
 mod harness;
