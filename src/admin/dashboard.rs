@@ -18,9 +18,9 @@ use super::answer::{self, Answer};
 
 const PAGE: &str = include_str!("dashboard.html");
 /// `sha256-<base64>` of the text between the page's `<script>` and `</script>`.
-const SCRIPT_SHA256: &str = "sha256-RbhqN4U6o9XIfg4DeBuuOlwWtzJXodN7m9TTMSALJ1w=";
+const SCRIPT_SHA256: &str = "sha256-xwCb4IQnyfolHp/j8O0y/4Oc/rnsvSm4k9dtnYfw4Fc=";
 /// The same for `<style>`.
-const STYLE_SHA256: &str = "sha256-DUoBkPlLyebUlPfkLjxLE0bOqiNqBpHU/Z07GWhchbc=";
+const STYLE_SHA256: &str = "sha256-b+6kp2vDuZfFrDjWm0XWFMSQ4jUeYon1LWq5rVHdf/0=";
 
 pub fn page() -> Answer {
     let mut answer = answer::with(StatusCode::OK, "text/html; charset=utf-8", PAGE);
