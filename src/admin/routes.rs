@@ -26,7 +26,7 @@ pub async fn route<B>(plane: &Plane, request: Request<B>) -> Answer {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     match segments.as_slice() {
         [""] if get => dashboard::page(),
-        ["metrics"] if get => metrics::render(plane),
+        ["metrics"] if get => metrics::render(plane, headers),
         ["api", "status"] if get => status::render(plane),
         ["api", "reload"] if post => reload::run(plane).await,
         ["api", "backends", id, action] if post && backends::ACTIONS.contains(action) => {

@@ -1,5 +1,6 @@
 //! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
 
+mod access_log;
 mod acks;
 mod admin;
 mod blame;
@@ -16,6 +17,7 @@ mod health;
 mod honest;
 mod in_process;
 mod limits;
+mod metrics;
 mod reload;
 mod rotation;
 mod shutdown;
