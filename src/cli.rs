@@ -1,4 +1,4 @@
-//! The command line: flags, their defaults and help, and the `demo` subcommand.
+//! The command line: flags, their defaults and help, and the subcommands (`demo`, `check`, `completions`).
 //!
 //! Every flag is optional and global, so `lb demo --port 9000` works like `lb --port 9000`. A flag given here wins over
 //! the config file, which is why the flags that the file can also set are `Option`s: `None` means "not given" and lets
@@ -11,7 +11,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 
 use crate::config::duration::parse_duration;
 use crate::config::{AccessLogFormat, Overrides};
@@ -99,11 +101,22 @@ pub struct Cli {
         value_parser = LogLevel::from_str
     )]
     pub log_level: LogLevel,
+
+    /// Log format: text (for people) or json (one object a line: timestamp, level, message, fields)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Run three built-in backends on 127.0.0.1:8001-8003 and the balancer in front of them
+    /// Run three built-in backends on 127.0.0.1:8001-8003 and the balancer in front of them (every flag applies but
+    /// --config)
     Demo,
     /// Validate the config (the file and the flags, as a start would) and print what lb would run; exit 0 or 1.
     /// With --admin: also what a reload of this file would change in the running balancer
@@ -112,6 +125,20 @@ pub enum Command {
     Reload,
     /// Print the running balancer's backends: state, since when, why, requests, in flight
     Status,
+    /// Print the completion script for a shell to stdout, e.g. `lb completions bash > ~/.local/share/bash-completion/completions/lb`
+    Completions {
+        /// The shell the script is for
+        #[arg(value_name = "SHELL")]
+        shell: Shell,
+    },
+}
+
+/// How the process log is written: [`LogFormat::Json`] is for log collectors (journald, Loki, Elasticsearch...), which
+/// then need no pattern to split a line into its time, level, message and fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How much `lb` logs; [`LogLevel::as_str`] is the matching `tracing` filter directive.
@@ -173,9 +200,17 @@ impl Cli {
     }
 }
 
+/// The completion script of `lb` for `shell`, generated from the flags and subcommands above, so it cannot go stale.
+pub fn completions(shell: Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "lb", &mut script);
+    script
+}
+
 /// Parses the process arguments. `--help` and `--version` print and exit 0; a usage error prints one line to stderr
-/// (clap's first line, e.g. `error: invalid value 'abc' for '--port <PORT>': invalid digit found in string`) and
-/// exits 2.
+/// (clap's message without its usage, e.g. `error: invalid value 'abc' for '--port <PORT>': invalid digit found in
+/// string`, or `error: unexpected argument '--prot' found; tip: a similar argument exists: '--port'`) and exits 2, as
+/// does `lb demo --config FILE`: the demo runs its own backends and would silently ignore the file.
 pub fn parse() -> Cli {
     match try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
@@ -201,17 +236,58 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    Cli::try_parse_from(args).map_err(|e| match e.kind() {
+    let usage = |e: clap::Error| match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Clap(e),
-        _ => {
-            let rendered = e.to_string();
-            let line = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid arguments");
-            Exit::Usage(line.trim_end().to_string())
+        ErrorKind::InvalidSubcommand if !e.to_string().contains("tip:") => {
+            let commands: Vec<String> = Cli::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            let commands = commands.join(", ");
+            let line = one_line(&e.to_string());
+            Exit::Usage(format!("{line}; the commands are {commands} (lb --help)"))
         }
-    })
+        _ => Exit::Usage(one_line(&e.to_string())),
+    };
+    let matches = Cli::command().try_get_matches_from(args).map_err(usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+    if matches!(cli.command, Some(Command::Demo)) && given(&matches, "config") {
+        return Err(Exit::Usage(format!(
+            "error: demo runs its own three backends; --config is not used by demo; run `lb --config {}` instead",
+            cli.config.display()
+        )));
+    }
+    Ok(cli)
+}
+
+/// Whether the flag with id `id` was written on the command line (rather than left at its default), before or after
+/// the subcommand: a global flag given after it is recorded in the subcommand's matches.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    let here = matches.value_source(id) == Some(ValueSource::CommandLine);
+    here || matches.subcommand().is_some_and(|(_, sub)| given(sub, id))
+}
+
+/// Clap's message as one line: the error and what clap says under it (the missing argument, the possible values, a
+/// tip naming a similar flag), without the usage and the pointer to `--help`.
+fn one_line(rendered: &str) -> String {
+    let mut line = String::new();
+    for part in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if part.starts_with("Usage:") || part.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') || part.starts_with('[') {
+                " "
+            } else {
+                "; "
+            });
+        }
+        line.push_str(part);
+    }
+    match line.is_empty() {
+        true => "error: invalid arguments".to_string(),
+        false => line,
+    }
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -344,7 +420,26 @@ mod tests {
                 "error: invalid value '-1' for '--port <PORT>': -1 is not in 0..=65535",
             ),
             (&["--bogus"], "error: unexpected argument '--bogus' found"),
-            (&["help"], "error: unrecognized subcommand 'help'"),
+            (
+                &["--prot", "80"],
+                "error: unexpected argument '--prot' found; tip: a similar argument exists: '--port'",
+            ),
+            (
+                &["help"],
+                "error: unrecognized subcommand 'help'; the commands are demo, check, reload, status, completions (lb --help)",
+            ),
+            (
+                &["chek"],
+                "error: unrecognized subcommand 'chek'; tip: a similar subcommand exists: 'check'",
+            ),
+            (
+                &["--log-format", "xml"],
+                "error: invalid value 'xml' for '--log-format <FORMAT>' [possible values: text, json]",
+            ),
+            (
+                &["completions"],
+                "error: the following required arguments were not provided: <SHELL>",
+            ),
             (
                 &["--port"],
                 "error: a value is required for '--port <PORT>' but none was supplied",
@@ -353,6 +448,32 @@ mod tests {
         for (args, want) in cases {
             assert_eq!(parse(args).unwrap_err(), want, "{args:?}");
         }
+    }
+
+    #[test]
+    fn demo_refuses_a_config_given_before_or_after_it() {
+        let want = "error: demo runs its own three backends; --config is not used by demo; run `lb --config lb.toml` instead";
+        for args in [
+            &["demo", "--config", "lb.toml"][..],
+            &["--config", "lb.toml", "demo"],
+            &["demo", "--config=lb.toml"],
+        ] {
+            assert_eq!(parse(args).unwrap_err(), want, "{args:?}");
+        }
+        let check = parse(&["check", "--config", "lb.toml"]).unwrap();
+        assert_eq!(check.command, Some(Command::Check));
+    }
+
+    #[test]
+    fn log_format_and_completions() {
+        assert_eq!(parse(&[]).unwrap().log_format, LogFormat::Text);
+        let cli = parse(&["demo", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = parse(&["completions", "zsh"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Completions { shell: Shell::Zsh })
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use lb::admin::{self, Admin, Reloads, Token};
-use lb::cli::{self, Cli, Command};
+use lb::cli::{self, Cli, Command, LogFormat};
 use lb::config::{self, AdminConfig, BackendConfig, Config};
 use lb::Reloaded;
 use lb::Server;
@@ -26,6 +26,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
+    if let Some(Command::Completions { shell }) = cli.command {
+        return print_completions(shell);
+    }
     init_logging(&cli);
     match cli.command {
         Some(Command::Reload) => return remote::reload(&remote::Target::of(&cli)),
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    log_effective_config(&cli, &config);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -234,10 +238,54 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(cli: &Cli) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::new(format!("lb={0},main={0}", cli.log_level));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
+        // `{"timestamp":…,"level":"INFO","message":"listening on …",<fields>}`: the event's fields beside the message
+        // rather than nested, so a collector reads every key at the top level.
+        LogFormat::Json => log.with_ansi(false).json().flatten_event(true).init(),
+    }
+}
+
+/// At `--log-level debug`, the config `lb` runs with (what the file, the flags and the defaults came to), in the
+/// lines `lb check` prints: a line a fact, so that each is one log event.
+fn log_effective_config(cli: &Cli, config: &Config) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let source = match cli.command {
+        Some(Command::Demo) => "demo".to_owned(),
+        _ => cli.config.display().to_string(),
+    };
+    // `lb check` lists the backends one a line under their heading; a log line takes them in one.
+    let mut lines: Vec<String> = Vec::new();
+    for line in plan::settings(config).lines() {
+        let words = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        match (line.starts_with(' '), lines.last_mut()) {
+            (true, Some(last)) if last.ends_with(':') => *last = format!("{last} {words}"),
+            (true, Some(last)) => *last = format!("{last}, {words}"),
+            _ => lines.push(words),
+        }
+    }
+    for line in lines {
+        tracing::debug!(source = %source, "config: {line}");
+    }
+}
+
+/// `lb completions SHELL`: the script on stdout. Written whole from a buffer so that a closed pipe
+/// (`lb completions bash | head`) is an exit status, not a panic.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use std::io::Write;
+    let script = cli::completions(shell);
+    match std::io::stdout().lock().write_all(&script) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write the completion script: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

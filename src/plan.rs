@@ -1,4 +1,5 @@
-//! `lb check`: what lb would run with a config, in a few lines a person reads before a start or a reload.
+//! `lb check`: what lb would run with a config, in a few lines a person reads before a start or a reload; the same
+//! lines are the effective config that `--log-level debug` logs at startup, so the two can never disagree.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -8,8 +9,12 @@ use lb::config::{self, Config};
 
 /// The plan of `config` (read from `file`), one fact a line.
 pub fn describe(file: &Path, config: &Config) -> String {
+    format!("{}: valid\n{}", file.display(), settings(config))
+}
+
+/// What `config` sets, one fact a line: the plan without the file (also logged at startup with `--log-level debug`).
+pub fn settings(config: &Config) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}: valid", file.display());
     let workers = match config.workers {
         1 => "1 worker".to_owned(),
         n => format!("{n} workers"),

@@ -1,13 +1,15 @@
 //! A backend: who it is (fixed by the config) and a handle on how it is doing (shared, updated live).
 //!
 //! Identity and live state are apart on purpose. A [`Backend`] is immutable and belongs to one routing snapshot; its
-//! [`BackendState`] (`state.rs`: health, admin state, requests in flight, counters) is an `Arc` that a new snapshot
-//! carries over when the backend keeps its [`Identity`] (same id, same address), so a reload keeps what is known
-//! about a backend and the requests already on their way to it are still counted.
+//! [`BackendState`] (`state.rs`: health and its recent history (`history.rs`), admin state, requests in flight,
+//! counters) is an `Arc` that a new snapshot carries over when the backend keeps its [`Identity`] (same id, same
+//! address), so a reload keeps what is known about a backend (the operator's disable or drain included) and the
+//! requests already on their way to it are still counted.
 //!
 //! This module sits below both `balance` (which reads backends to choose one) and `upstream` (whose snapshot holds
 //! backends and the balancer built over them), so that neither imports the other backwards.
 
+pub mod history;
 mod state;
 pub mod stats;
 

@@ -1,8 +1,10 @@
-//! The live state of one backend, shared by the health checker, the operator (later: the admin plane) and every
-//! worker: atomics only, so the data plane reads and counts without a lock.
+//! The live state of one backend, shared by the health checker, the operator (the admin plane) and every worker:
+//! what the data plane reads or counts is an atomic, so it does so without a lock.
 //!
-//! - `healthy`: written by the health checker on a flip, read per request.
+//! - `healthy`: written by the health checker after each check (it changes on a flip), read per request.
 //! - `admin`: what the operator wants ([`AdminState`]); only an enabled backend gets new requests.
+//! - `history`: the last checks, since when the backend is up or down and why (`history.rs`); behind a mutex,
+//!   written once per check and read by the admin plane, never by the data plane.
 //! - `in_flight`: requests being attempted on it right now, counted by an RAII guard ([`InFlight`]) that a request
 //!   takes when the balancer picks the backend and drops when the attempt ends, however it ends: an answer, a
 //!   failure, or the request's future being dropped (the client went away, the server stopped). A count that only
@@ -20,6 +22,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+use super::history::{Check, History};
 use super::stats::BackendStats;
 
 /// What the operator wants of a backend. Health is the checker's verdict; this is a person's, and both must agree
@@ -37,6 +40,15 @@ pub enum AdminState {
 }
 
 impl AdminState {
+    /// `enabled`, `disabled`, `draining`: the word the admin plane and the logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Disabled => "disabled",
+            AdminState::Draining => "draining",
+        }
+    }
+
     fn from_u8(value: u8) -> AdminState {
         match value {
             1 => AdminState::Disabled,
@@ -63,10 +75,10 @@ pub struct BackendState {
     /// Answers from this backend and their timing, counted per worker.
     pub stats: BackendStats,
     /// Health checks that passed and failed (written by its checker only).
-    #[allow(dead_code)] // until the health checker writes them (issue 9, in progress)
     pub checks_passed: AtomicU64,
-    #[allow(dead_code)]
     pub checks_failed: AtomicU64,
+    /// The last checks, and since when and why it is up or down.
+    pub history: History,
     /// Connection attempts that failed (refused, unreachable, timed out).
     pub connect_failures: AtomicU64,
     /// A reload removed this backend: requests still on it finish, and its connections are not kept for others.
@@ -91,6 +103,7 @@ impl BackendState {
             stats: BackendStats::new(workers),
             checks_passed: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
+            history: History::default(),
             connect_failures: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
@@ -100,12 +113,25 @@ impl BackendState {
         AdminState::from_u8(self.admin.load(Ordering::Relaxed))
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the admin plane sets it (a later issue)")
-    )]
-    pub fn set_admin(&self, admin: AdminState) {
-        self.admin.store(admin as u8, Ordering::Relaxed);
+    /// Sets what the operator wants; answers what it was. Takes effect for the next request picked.
+    pub fn set_admin(&self, admin: AdminState) -> AdminState {
+        let was = AdminState::from_u8(self.admin.swap(admin as u8, Ordering::Relaxed));
+        if was != admin {
+            self.history.admin_changed();
+        }
+        was
+    }
+
+    /// Records one health check, after which the backend is `up` (the rise/fall verdict): its health for the data
+    /// plane, the counters and the history.
+    pub fn checked(&self, check: Check, up: bool) {
+        self.healthy.store(up, Ordering::Relaxed);
+        let counter = match check.ok {
+            true => &self.checks_passed,
+            false => &self.checks_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.history.record(check, up);
     }
 
     /// Counts one request in flight on this backend until the guard is dropped.

@@ -13,7 +13,8 @@
 //!
 //! The pieces: `file.rs` says what a file may contain and checks each value *while* it is read (ranges, duplicate
 //! ids and addresses, backend host resolution), because only then can the parser stamp the value's position;
-//! `duration.rs` parses durations for the file and the flags alike; this module reads the file, picks the format
+//! `duration.rs` parses durations for the file and the flags alike; `sniff.rs` tells a file refused for being in
+//! another format than its extension says (a TOML body in `lb.json`); this module reads the file, picks the format
 //! (`.toml` is TOML, anything else JSON) and the form, renders errors as one line, and merges the sources: a flag wins
 //! over the file, the file over the defaults. The health timeout defaults to `min(interval, 2s)` computed *after*
 //! `--interval` is applied, so a short interval from the command line never inherits a longer default timeout; a
@@ -24,6 +25,7 @@
 
 pub mod duration;
 pub mod file;
+mod sniff;
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -182,7 +184,10 @@ pub fn from_text(
     toml: bool,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let file = parse(name, text, toml).map_err(ConfigError)?;
+    let file = parse(name, text, toml).map_err(|line| match sniff::hint(name, text, toml) {
+        Some(hint) => ConfigError(format!("{line}; {hint}")),
+        None => ConfigError(line),
+    })?;
     resolve(file, overrides).map_err(|e| match e.0.starts_with("admin") {
         true => ConfigError(format!("{name}: {}", e.0)),
         false => e,

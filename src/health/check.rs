@@ -1,9 +1,11 @@
 //! One backend's checks: a check (`GET <path>` on a fresh connection, within the check timeout), the loop that
 //! checks every interval and flips the backend's health through the rise/fall machine, and the check before
-//! traffic (`check_once`).
+//! traffic (`check_once`). Every check that was made is recorded in the backend's state (counters, history: see
+//! `backend::history`) and logged at debug.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, Request};
@@ -13,30 +15,83 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Flip, HealthState};
+use crate::backend::history::Check;
 use crate::backend::Backend;
 use crate::config::HealthConfig;
 use crate::failure::{describe_io, describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
 
 /// How soon a check that could not be made for a local reason is tried again.
-const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+const LOCAL_RETRY: Duration = Duration::from_millis(100);
 
 /// What one check found.
 #[derive(Debug)]
 enum Verdict {
-    Pass,
-    Fail(String),
+    /// The backend answered this status, which passes.
+    Pass(u16),
+    /// It did not answer in time, or with a status that does not pass (then `status` is it).
+    Fail { status: Option<u16>, error: String },
     /// No verdict: the check could not be made for a local reason (the reason, for the log).
     Local(&'static str),
+}
+
+/// A check that was made: what it found, when it started and how long it took.
+struct Made {
+    verdict: Verdict,
+    at: SystemTime,
+    took: Duration,
+}
+
+impl Made {
+    fn passed(&self) -> bool {
+        matches!(self.verdict, Verdict::Pass(_))
+    }
+
+    /// Why it failed (empty if it did not).
+    fn error(&self) -> &str {
+        match &self.verdict {
+            Verdict::Fail { error, .. } => error,
+            _ => "",
+        }
+    }
+
+    /// Records it in `backend`'s state, after which the backend is `up`, and logs it at debug.
+    fn record(self, backend: &Backend, up: bool) {
+        let ms = format_args!("{:.2}", self.took.as_secs_f64() * 1000.0);
+        let (ok, status, error) = match self.verdict {
+            Verdict::Pass(status) => {
+                tracing::debug!(status, %ms, "{backend} health check passed");
+                (true, Some(status), None)
+            }
+            Verdict::Fail { status, error } => {
+                tracing::debug!(status, %error, %ms, "{backend} health check failed");
+                (false, status, Some(error))
+            }
+            Verdict::Local(_) => {
+                // Not a check of the backend: not counted, not in its history.
+                backend.state.healthy.store(up, Ordering::Relaxed);
+                return;
+            }
+        };
+        let check = Check {
+            at: self.at,
+            ok,
+            status,
+            error,
+            took: self.took,
+        };
+        backend.state.checked(check, up);
+    }
 }
 
 /// Checks every backend once, concurrently, and sets each one's health from the result.
 pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
     let checks = backends.iter().map(|backend| async move {
-        let healthy = match check(backend, config).await {
-            Verdict::Pass => true,
-            Verdict::Fail(reason) => {
-                tracing::warn!("{backend} down at its first check: {reason}");
+        let made = check(backend, config).await;
+        let healthy = match &made.verdict {
+            Verdict::Pass(_) => true,
+            Verdict::Fail { error, .. } => {
+                tracing::warn!("{backend} down at its first check: {error}");
                 false
             }
             Verdict::Local(reason) => {
@@ -44,7 +99,7 @@ pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
                 true
             }
         };
-        backend.state.healthy.store(healthy, Ordering::Relaxed);
+        made.record(backend, healthy);
     });
     futures_util::future::join_all(checks).await;
 }
@@ -52,6 +107,7 @@ pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
 /// Checks `backend` every interval until `stop`, flipping its health per the rise/fall rules.
 pub(super) async fn watch(backend: Arc<Backend>, config: HealthConfig, stop: CancellationToken) {
     let mut state = HealthState::new(backend.is_healthy(), config.rise, config.fall);
+    let mut up = backend.is_healthy();
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate, and `check_once` just did that check
@@ -60,13 +116,13 @@ pub(super) async fn watch(backend: Arc<Backend>, config: HealthConfig, stop: Can
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let verdict = loop {
-            let verdict = tokio::select! {
+        let made = loop {
+            let made = tokio::select! {
                 _ = stop.cancelled() => return,
-                verdict = check(&backend, &config) => verdict,
+                made = check(&backend, &config) => made,
             };
-            let Verdict::Local(reason) = verdict else {
-                break verdict;
+            let Verdict::Local(reason) = made.verdict else {
+                break made;
             };
             let key = log_limit::Key {
                 subject: Subject::Backend(backend.id),
@@ -83,37 +139,50 @@ pub(super) async fn watch(backend: Arc<Backend>, config: HealthConfig, stop: Can
                 _ = tokio::time::sleep(LOCAL_RETRY.min(config.interval)) => {}
             }
         };
-        let passed = matches!(verdict, Verdict::Pass);
-        match state.record(passed) {
+        match state.record(made.passed()) {
             None => {}
             Some(Flip::Down(failures)) => {
-                backend.state.healthy.store(false, Ordering::Relaxed);
-                let last = match verdict {
-                    Verdict::Fail(reason) => reason,
-                    _ => String::new(),
-                };
+                up = false;
+                let last = made.error();
                 tracing::warn!("{backend} down: {failures} checks failed, last: {last}");
             }
             Some(Flip::Up(passes)) => {
-                backend.state.healthy.store(true, Ordering::Relaxed);
+                up = true;
                 tracing::info!("{backend} up: {passes} checks passed");
             }
         }
+        made.record(&backend, up);
     }
 }
 
 /// One check: whether the backend answered the health path with an accepted status in time, and if not why.
-async fn check(backend: &Backend, config: &HealthConfig) -> Verdict {
-    match tokio::time::timeout(config.timeout, probe(backend, config)).await {
-        Err(_) => Verdict::Fail(format!("timed out after {:?}", config.timeout)),
+async fn check(backend: &Backend, config: &HealthConfig) -> Made {
+    let at = SystemTime::now();
+    let started = Instant::now();
+    let verdict = match tokio::time::timeout(config.timeout, probe(backend, config)).await {
+        Err(_) => Verdict::Fail {
+            status: None,
+            error: format!("timed out after {:?}", config.timeout),
+        },
         Ok(Err(verdict)) => verdict,
-        Ok(Ok(status)) if config.passes(status) => Verdict::Pass,
-        Ok(Ok(status)) => Verdict::Fail(format!("status {status}")),
+        Ok(Ok(status)) if config.passes(status) => Verdict::Pass(status),
+        Ok(Ok(status)) => Verdict::Fail {
+            status: Some(status),
+            error: format!("status {status}"),
+        },
+    };
+    Made {
+        verdict,
+        at,
+        took: started.elapsed(),
     }
 }
 
 async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, Verdict> {
-    let fail = |reason: String| Verdict::Fail(reason);
+    let fail = |error: String| Verdict::Fail {
+        status: None,
+        error,
+    };
     let stream =
         TcpStream::connect(backend.addr).await.map_err(|error| {
             match is_local_shortage(&error) {

@@ -2,7 +2,9 @@
 //!
 //! A check is `GET <path>` on a fresh connection, bounded by the check timeout; a status in the configured set
 //! passes. The verdict goes through the rise/fall state machine (`state.rs`) and only a flip changes the backend's
-//! shared `healthy` flag and writes a log line, with the reason. A backend is checked once before it gets traffic
+//! shared `healthy` flag and writes a log line (info or warn), with the reason. Every check made is also recorded in
+//! the backend's live state (counters; the last checks, since when and why it is down: `backend::history`, which
+//! the admin plane shows) and logged at debug. A backend is checked once before it gets traffic
 //! (`check::check_once`: every backend before the server accepts, a new one before the snapshot that adds it is
 //! published), so the first requests already see the true state.
 //!

@@ -30,8 +30,7 @@ pub struct Snapshot {
     pub access_log: Option<AccessLogFormat>,
     /// Which config this is: 1 for the one the server started with, one more for each reload since (0: not published).
     pub generation: u64,
-    /// When it was published.
-    #[allow(dead_code)] // until the status endpoint reads it (issue 9, in progress)
+    /// When it was built (just before it was published).
     pub loaded_at: SystemTime,
 }
 

@@ -294,7 +294,6 @@ async fn unknown_paths_wrong_methods_strange_hosts_and_other_origins_are_refused
 }
 
 #[tokio::test]
-#[ignore = "needs GET /api/status (issue 9, in progress)"]
 async fn check_with_admin_says_what_a_reload_would_change() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = TestLb::from_file_with(

@@ -69,6 +69,8 @@ async fn help_lists_the_flags() {
         "--workers",
         "--drain-timeout",
         "--access-log",
+        "--log-level",
+        "--log-format",
     ] {
         assert!(
             run.stdout.contains(flag),

@@ -170,3 +170,54 @@ async fn a_negative_interval() {
     .await;
     assert_mentions(&error, &["health_check.interval"]);
 }
+
+#[tokio::test]
+async fn a_toml_body_in_a_json_file_says_why_it_was_read_as_json() {
+    let error = refused_config(
+        "lb.json",
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\n",
+    )
+    .await;
+    assert_mentions(
+        &error,
+        &[
+            "lb.json:1:",
+            "read as JSON because of the .json extension",
+            "looks like TOML: rename it to lb.toml",
+        ],
+    );
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+#[tokio::test]
+async fn a_yaml_body_in_a_json_file_says_lb_reads_json_or_toml() {
+    let error = refused_config("servers.json", "- id: 1\n  host: 127.0.0.1\n  port: 8001\n").await;
+    assert_mentions(
+        &error,
+        &[
+            "servers.json:1:",
+            "read as JSON because of the .json extension",
+            "looks like YAML: lb reads JSON or TOML",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_json_body_in_a_toml_file_says_rename_it() {
+    let error = refused_config(
+        "lb.toml",
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 8001}]"#,
+    )
+    .await;
+    assert_mentions(&error, &["read as TOML", "rename it to lb.json"]);
+}
+
+#[tokio::test]
+async fn a_json_typo_gets_no_format_hint() {
+    let error = refused_config(
+        "servers.json",
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 8001,}]"#,
+    )
+    .await;
+    assert!(!error.contains("read as"), "{error}");
+}

@@ -85,10 +85,31 @@ impl Admin {
     }
 
     /// GETs `path`, expecting 200 and JSON.
-    #[allow(dead_code)] // for the status and metrics tests
     pub async fn json(&self, path: &str) -> Value {
         let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// Sends `method path` (no body): the status and the body as JSON (`Value::Null` if it is not).
+    pub async fn call(&self, method: &str, path: &str) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let (status, body) = self.send(self.client.request(method, self.url(path))).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// `GET /api/status`.
+    pub async fn status(&self) -> Value {
+        self.json("/api/status").await
+    }
+
+    /// Backend `id`'s entry in `GET /api/status`.
+    pub async fn backend(&self, id: u64) -> Value {
+        let status = self.status().await;
+        let backends = status["backends"].as_array().expect("backends");
+        let found = backends.iter().find(|b| b["id"] == id);
+        found
+            .unwrap_or_else(|| panic!("no backend {id} in {status}"))
+            .clone()
     }
 }
