@@ -48,8 +48,6 @@ pub struct WorkerCounts {
     in_flight: AtomicUsize,
     /// Of those, the ones that became tunnels (an upgraded connection).
     tunnels: AtomicUsize,
-    /// Requests whose exchange ended (whatever the outcome).
-    requests: AtomicU64,
     /// Answers `lb` made itself, by [`StatusClass`] (index 0 = 1xx): refused heads, 408, failed or broken exchanges.
     own: [AtomicU64; 5],
     /// Attempts after a request's first (see `proxy::retry`).
@@ -67,11 +65,6 @@ impl WorkerCounts {
 
     pub fn tunnels(&self) -> usize {
         self.tunnels.load(Ordering::Relaxed)
-    }
-
-    #[allow(dead_code)] // a cross-check for tests; every request is counted by class (`own`, backend stats)
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
     }
 
     /// Answers `lb` made itself, by status class (index 0 = 1xx).
@@ -246,7 +239,6 @@ pub struct InFlight<'a>(&'a Worker);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let counts = &self.0.counts;
-        add_one(&counts.requests);
         if bump(&counts.in_flight, -1) == 0 {
             self.0.quiet.notify_waiters();
         }

@@ -347,6 +347,14 @@ async fn a_dead_backend_shows_down() {
     b2.stop().await;
     let scraped = scrape_until(&lb, "backend 2 down", |s| up(s, "2") == 0.0).await;
     assert_eq!(up(&scraped, "1"), 1.0);
+    // Taken down by `fall` (3) failed checks, counted by result.
+    let checks = |id, result| {
+        let labels = [("backend", id), ("result", result)];
+        scraped.value("lb_health_checks_total", &labels)
+    };
+    assert!(checks("2", "fail") >= 3.0, "{:?}", checks("2", "fail"));
+    assert!(checks("1", "pass") >= 1.0);
+    assert_eq!(checks("1", "fail"), 0.0);
 }
 
 #[tokio::test]
