@@ -16,7 +16,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, Value
 use clap_complete::Shell;
 
 use crate::config::duration::parse_duration;
-use crate::config::Overrides;
+use crate::config::{AccessLogFormat, Overrides};
 
 /// An HTTP load balancer: round robin over health-checked backends, on every core.
 #[derive(Debug, Parser)]
@@ -77,9 +77,14 @@ pub struct Cli {
     )]
     pub drain_timeout: Option<Duration>,
 
-    /// Log one line per request
+    /// Log one line per answer (lb's own too: 400, 408, 502, 503, 504...) on stdout
     #[arg(long, global = true)]
     pub access_log: bool,
+
+    /// The access log's format: common, combined (with lb's fields after it: backend, attempts, duration_ms,
+    /// upstream_ms) or json (one object per line); giving it turns the access log on [default: combined]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = AccessLogFormat::from_str)]
+    pub access_log_format: Option<AccessLogFormat>,
 
     /// The admin plane's address (metrics, status, dashboard, reload): off unless given here or as `admin` in the
     /// config. For `lb status`, `lb reload` and `lb check`: the running balancer's admin address
@@ -189,6 +194,7 @@ impl Cli {
             workers: self.workers,
             drain: self.drain_timeout,
             access_log: self.access_log,
+            access_log_format: self.access_log_format,
             admin: self.admin,
         }
     }
@@ -351,6 +357,19 @@ mod tests {
         assert_eq!(o.workers, Some(3));
         assert_eq!(o.drain, Some(Duration::ZERO));
         assert!(o.access_log);
+    }
+
+    #[test]
+    fn an_access_log_format_is_one_of_three() {
+        let cli = parse(&["--access-log-format", "json"]).unwrap();
+        assert_eq!(
+            cli.overrides().access_log_format,
+            Some(AccessLogFormat::Json)
+        );
+        assert_eq!(
+            parse(&["--access-log-format", "xml"]).unwrap_err(),
+            "error: invalid value 'xml' for '--access-log-format <FORMAT>': expected common, combined or json"
+        );
     }
 
     #[test]

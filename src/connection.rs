@@ -19,13 +19,15 @@
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Buf;
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use crate::access_log::{self, Request};
+use crate::access_log::{self, Line, Request};
+use crate::backend::stats::StatusClass;
 use crate::failure::{Failure, CLIENT_CLOSED_REQUEST};
 use crate::h1::buffers::Buffers;
 use crate::h1::client::{linger_close, Client, LINGER};
@@ -33,7 +35,7 @@ use crate::h1::request::{self, RequestHead};
 use crate::h1::socket::read_into;
 use crate::h1::transport::Transport;
 use crate::h1::{body, write, BodyLength, HeadScan};
-use crate::proxy::{self, Outcome};
+use crate::proxy::{self, Outcome, Record};
 use crate::timers::Elapsed;
 use crate::worker::{Open, Worker};
 
@@ -120,14 +122,22 @@ fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output 
 }
 
 /// Reads one request head and proxies the request. Returns whether the connection may carry another request.
+///
+/// Every answer is counted once (`lb_requests_total`): a backend's by the proxy, on that backend; `lb`'s own here
+/// (a refused head, 408, a failed exchange, and one that broke or whose client left: with the status the access log
+/// line shows). Every answer gets an access log line when the log is on.
 async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool {
     let buffers = worker.buffers();
     let mut scan = HeadScan::default();
+    // When a head that did not come whole began to arrive: the access log's duration counts from there (a head that
+    // came whole takes no time worth a clock read).
+    let mut began = None;
     // Most heads arrive whole in their first read: those need no timer. The others have `client_header` (cut
     // short by a drain, as a wait for a request is).
     let read = match take_head(client, buffers, &mut scan) {
         Ok(Some(head)) => Ok(Ok(Some(head))),
         Ok(None) => {
+            began = Some(Instant::now());
             let read = read_head(client, buffers, &mut scan);
             let deadline = worker
                 .timers()
@@ -149,13 +159,13 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
         }
         Ok(Err(HeadError::Refused(refusal))) => {
             tracing::debug!(peer = %client.peer, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
-            refuse(client, refusal.status).await;
+            refuse(client, worker, refusal.status, began).await;
             return false;
         }
         Err(_) => {
             if !client.buf.is_empty() {
                 tracing::debug!(peer = %client.peer, "client sent no complete request head in time: 408");
-                refuse(client, StatusCode::REQUEST_TIMEOUT).await;
+                refuse(client, worker, StatusCode::REQUEST_TIMEOUT, began).await;
             }
             return false;
         }
@@ -167,13 +177,23 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
     let started = Instant::now();
     // One view of the routing for the whole exchange (a reload in between changes nothing for it).
     let snapshot = worker.routing().load_full();
-    let outcome = proxy::handle(worker, &snapshot, client, &head, &raw).await;
+    let mut record = Record::default();
+    let outcome = proxy::handle(
+        worker,
+        &snapshot,
+        client,
+        (&head, &raw),
+        started,
+        &mut record,
+    )
+    .await;
     let request = Request {
         peer: client.peer,
         head: &head,
         raw: &raw,
     };
-    let (status, backend, keep_alive) = match outcome {
+    // `own`: the answer is `lb`'s (the proxy counted a backend's).
+    let (status, backend, keep_alive, own) = match outcome {
         Outcome::Delivered {
             status,
             backend,
@@ -187,23 +207,25 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
             if !keep_alive && !ends_cleanly() {
                 linger_close(&mut client.stream).await;
             }
-            (status, Some(backend), keep_alive)
+            (status, Some(backend), keep_alive, false)
         }
         Outcome::Tunneled { backend, failed } => {
             // Both sides of the tunnel are done, or one failed: nothing to linger for; a failure is passed on.
             if failed {
                 client.stream.reset_on_close();
             }
-            (StatusCode::SWITCHING_PROTOCOLS, Some(backend), false)
+            (StatusCode::SWITCHING_PROTOCOLS, Some(backend), false, false)
         }
         Outcome::Failed(error) => {
             access_log::failure(&request, &error);
+            let status = error.status();
             if error.failure == Failure::ClientGone {
-                (CLIENT_CLOSED_REQUEST, error.backend, false)
+                (CLIENT_CLOSED_REQUEST, error.backend, false, true)
             } else {
                 let clean = head.body == BodyLength::Empty && head.keep_alive && !worker.draining();
-                let kept = answer(client, error.status(), clean).await;
-                (error.status(), error.backend, kept)
+                let (kept, body_bytes) = answer(client, status, clean).await;
+                record.body_bytes = body_bytes;
+                (status, error.backend, kept, true)
             }
         }
         Outcome::Broken(error) => {
@@ -215,11 +237,22 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
                 Failure::ClientGone | Failure::ClientTooSlow => CLIENT_CLOSED_REQUEST,
                 _ => error.status(),
             };
-            (status, error.backend, false)
+            (status, error.backend, false, true)
         }
     };
-    if snapshot.access_log {
-        access_log::exchange(&request, status, backend, started.elapsed());
+    if own {
+        worker.count_own(StatusClass::of(status.as_u16()));
+    }
+    if let Some(format) = snapshot.access_log {
+        let line = Line {
+            peer: client.peer,
+            request: Some((&head, &raw)),
+            status,
+            backend,
+            record,
+            took: began.unwrap_or(started).elapsed(),
+        };
+        access_log::write(format, &line);
     }
     drop(in_flight);
     buffers.recycle_vec(raw);
@@ -285,16 +318,41 @@ fn take_head<T: Transport>(
     Ok(Some((head, raw)))
 }
 
-/// Answers a request we will not forward, and closes.
-async fn refuse<T: Transport>(client: &mut Client<T>, status: StatusCode) {
-    answer(client, status, false).await;
+/// Answers a request whose head could not be read (refused, or not whole in time), closes, counts the answer as
+/// `lb`'s own and logs it (`began`: when its head began to arrive, if it did not come whole).
+async fn refuse<T: Transport>(
+    client: &mut Client<T>,
+    worker: &Worker,
+    status: StatusCode,
+    began: Option<Instant>,
+) {
+    let (_, body_bytes) = answer(client, status, false).await;
+    worker.count_own(StatusClass::of(status.as_u16()));
+    if let Some(format) = worker.routing().load().access_log {
+        let line = Line {
+            peer: client.peer,
+            request: None,
+            status,
+            backend: None,
+            record: Record {
+                body_bytes,
+                ..Record::default()
+            },
+            took: began.map_or(Duration::ZERO, |began| began.elapsed()),
+        };
+        access_log::write(format, &line);
+    }
 }
 
 /// Writes an answer of our own; unless `keep`, says `connection: close` and closes (lingering). Returns whether the
-/// connection can carry another request.
-async fn answer<T: Transport>(client: &mut Client<T>, status: StatusCode, keep: bool) -> bool {
+/// connection can carry another request, and the body bytes written.
+async fn answer<T: Transport>(
+    client: &mut Client<T>,
+    status: StatusCode,
+    keep: bool,
+) -> (bool, u64) {
     let mut out = Vec::with_capacity(192);
-    write::error_response(&mut out, status, !keep);
+    let body = write::error_response(&mut out, status, !keep);
     let written = matches!(
         tokio::time::timeout(LINGER, client.stream.write_all(&out)).await,
         Ok(Ok(()))
@@ -302,7 +360,7 @@ async fn answer<T: Transport>(client: &mut Client<T>, status: StatusCode, keep: 
     if written && !keep {
         linger_close(&mut client.stream).await;
     }
-    written && keep
+    (written && keep, if written { body as u64 } else { 0 })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //!   which other threads read.
 //! - `connection`: one client connection: read a head, hand it to the proxy, act on the outcome (the only place
 //!   that answers on its own and ends a connection), keep-alive, the 408 and idle timeouts.
-//! - `access_log`: the access log line and the failure line of each request.
+//! - `access_log`: the access log line of each answer (common, combined or JSON, on stdout) and the failure line.
 //! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
 //! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming, and the
 //!   client connection behind a `Transport` (plain TCP; TLS next).

@@ -3,7 +3,9 @@
 //!
 //! Nothing here is shared with another thread except through [`WorkerCounts`]: counters only this worker writes
 //! (a plain load and store, no atomic read-modify-write on a shared cache line per request), which another thread
-//! (the drain deadline, later the metrics scrape) reads and sums.
+//! (the drain deadline, the metrics scrape) reads and sums. Beside the connections and exchanges open now, they
+//! count the answers `lb` made itself (a refused head, 408, a failed or broken exchange: `lb_requests_total` with
+//! `backend=""`; a backend's answers are counted on the backend, `backend::stats`) and the retries.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -12,14 +14,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::admission::ConnectionLimit;
+use crate::backend::stats::StatusClass;
 use crate::config::PoolConfig;
 use crate::h1::buffers::Buffers;
 use crate::timers::Timers;
-use crate::upstream::{KeepAlive, Pool, Routing};
+use crate::upstream::{KeepAlive, Lease, Pool, Routing};
 
 /// One worker thread's context.
 pub struct Worker {
@@ -46,8 +48,10 @@ pub struct WorkerCounts {
     in_flight: AtomicUsize,
     /// Of those, the ones that became tunnels (an upgraded connection).
     tunnels: AtomicUsize,
-    /// Requests whose exchange ended (whatever the outcome).
-    requests: AtomicU64,
+    /// Answers `lb` made itself, by [`StatusClass`] (index 0 = 1xx): refused heads, 408, failed or broken exchanges.
+    own: [AtomicU64; 5],
+    /// Attempts after a request's first (see `proxy::retry`).
+    retries: AtomicU64,
 }
 
 impl WorkerCounts {
@@ -63,9 +67,13 @@ impl WorkerCounts {
         self.tunnels.load(Ordering::Relaxed)
     }
 
-    #[allow(dead_code)] // read by the metrics scrape (next issue)
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+    /// Answers `lb` made itself, by status class (index 0 = 1xx).
+    pub fn own(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.own[i].load(Ordering::Relaxed))
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 }
 
@@ -74,6 +82,11 @@ fn bump(counter: &AtomicUsize, delta: isize) -> usize {
     let value = counter.load(Ordering::Relaxed).wrapping_add_signed(delta);
     counter.store(value, Ordering::Relaxed);
     value
+}
+
+/// Adds one to a counter only this thread writes.
+fn add_one(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Worker {
@@ -86,7 +99,7 @@ impl Worker {
         Worker {
             index,
             routing,
-            pool: Pool::default(),
+            pool: Pool::new(index),
             buffers: Buffers::default(),
             timers: Timers::default(),
             draining: Cell::new(false),
@@ -126,8 +139,8 @@ impl Worker {
     }
 
     /// Keeps a backend connection for another exchange.
-    pub fn keep(&self, addr: SocketAddr, stream: TcpStream, keep: KeepAlive, config: &PoolConfig) {
-        if self.pool.give_back(addr, stream, keep, config) {
+    pub fn keep(&self, addr: SocketAddr, lease: Lease, keep: KeepAlive, config: &PoolConfig) {
+        if self.pool.give_back(addr, lease, keep, config) {
             // The sweeper has idle connections to watch again.
             self.timers.arm();
         }
@@ -178,6 +191,16 @@ impl Worker {
         Open(self.clone())
     }
 
+    /// Counts an answer `lb` made itself (`lb_requests_total{backend=""}`).
+    pub fn count_own(&self, class: StatusClass) {
+        add_one(&self.counts.own[class.index()]);
+    }
+
+    /// Counts an attempt after a request's first.
+    pub fn count_retry(&self) {
+        add_one(&self.counts.retries);
+    }
+
     /// Counts one exchange in flight for as long as the returned guard lives.
     pub fn exchange(&self) -> InFlight<'_> {
         bump(&self.counts.in_flight, 1);
@@ -216,8 +239,6 @@ pub struct InFlight<'a>(&'a Worker);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let counts = &self.0.counts;
-        let requests = counts.requests.load(Ordering::Relaxed);
-        counts.requests.store(requests + 1, Ordering::Relaxed);
         if bump(&counts.in_flight, -1) == 0 {
             self.0.quiet.notify_waiters();
         }

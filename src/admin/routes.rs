@@ -28,7 +28,7 @@ pub async fn route<B>(plane: &Plane, history: &History, request: Request<B>) -> 
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     match segments.as_slice() {
         [""] if get => dashboard::page(),
-        ["metrics"] if get => metrics::render(plane),
+        ["metrics"] if get => metrics::render(plane, headers),
         ["api", "status"] if get => status::render(plane),
         ["api", "history"] if get => history.render(),
         ["api", "reload"] if post => reload::run(plane).await,

@@ -1,12 +1,12 @@
 //! What a backend's requests added up to, counted by each worker on its own and summed when someone asks (a metrics
-//! scrape, the status page): answers by status class and a histogram of the time to the response head.
+//! scrape, the status page): answers by status class, a histogram of the time to the response head, and the
+//! connections open to it (a gauge: pooled and in use).
 //!
 //! Why per worker: a counter every worker bumps on each request would be one cache line bouncing between cores, a
 //! cost paid per request for a figure read once every few seconds. Each worker here has its own slot (aligned so that
 //! no two slots share a line) and is its only writer, so recording is a plain load and store; a reader sums the
-//! slots. A reader may see one worker's request counted before its duration, never a count that goes down.
-
-#![allow(dead_code)] // until the metrics and status endpoints read it (issue 9, in progress)
+//! slots. A reader may see one worker's request counted before its duration, never a count that goes down (the
+//! connection gauge goes down when connections close, never below zero: a worker closes only what it opened).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,6 +43,11 @@ impl StatusClass {
         }
     }
 
+    /// Its place in a list of the five classes (0 = 1xx).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
     /// `1xx` … `5xx`.
     pub fn label(self) -> &'static str {
         ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(self.0)]
@@ -68,9 +73,11 @@ struct Slot {
     /// Durations recorded (the histogram's count; answers without a backend's head are not timed).
     timed: AtomicU64,
     sum_ns: AtomicU64,
+    /// Connections to the backend this worker has open (pooled or in use).
+    connections: AtomicU64,
 }
 
-/// Adds one to a counter only this thread writes.
+/// Adds `by` (wrapping: `u64::MAX` takes one off) to a counter only this thread writes.
 fn bump(counter: &AtomicU64, by: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(by),
@@ -108,6 +115,16 @@ impl BackendStats {
         bump(&slot.sum_ns, ns);
     }
 
+    /// Counts a connection `worker` opened to this backend, until [`BackendStats::closed`].
+    pub fn opened(&self, worker: usize) {
+        bump(&self.slot(worker).connections, 1);
+    }
+
+    /// Takes off a connection `worker` had opened (see [`BackendStats::opened`]).
+    pub fn closed(&self, worker: usize) {
+        bump(&self.slot(worker).connections, u64::MAX);
+    }
+
     fn slot(&self, worker: usize) -> &Slot {
         // A worker index past the slots (cannot happen: the workers are fixed at start) shares the last one.
         &self.slots[worker.min(self.slots.len() - 1)]
@@ -127,6 +144,7 @@ impl BackendStats {
             totals.sum_ns = totals
                 .sum_ns
                 .wrapping_add(slot.sum_ns.load(Ordering::Relaxed));
+            totals.connections += slot.connections.load(Ordering::Relaxed);
         }
         totals
     }
@@ -141,6 +159,8 @@ pub struct Totals {
     pub buckets: [u64; 16],
     pub timed: u64,
     pub sum_ns: u64,
+    /// Connections open to the backend now.
+    pub connections: u64,
 }
 
 impl Totals {
@@ -160,6 +180,7 @@ impl Totals {
 
     /// The `q` quantile (0..=1) of the recorded durations, in seconds, estimated as the upper bound of the bucket
     /// it falls in (`None` when nothing was timed; the last bound when it lies above it).
+    #[allow(dead_code)] // read by the dashboard (issue 9, in progress)
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.timed == 0 {
             return None;
@@ -205,6 +226,19 @@ mod tests {
         assert_eq!(totals.timed, 3);
         assert_eq!(totals.cumulative()[15], (30.0, 2));
         assert_eq!(totals.sum_ns, 500_000 + 501_000 + 31_000_000_000);
+    }
+
+    #[test]
+    fn connections_are_a_gauge() {
+        let stats = BackendStats::new(2);
+        stats.opened(0);
+        stats.opened(0);
+        stats.opened(1);
+        stats.closed(0);
+        assert_eq!(stats.totals().connections, 2);
+        stats.closed(0);
+        stats.closed(1);
+        assert_eq!(stats.totals().connections, 0);
     }
 
     #[test]

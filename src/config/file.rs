@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub port: Option<ListenPort>,
     pub workers: Option<AtLeastOne>,
     pub access_log: Option<bool>,
+    pub access_log_format: Option<AccessLogFormat>,
     pub max_connections: Option<AtLeastOne>,
     pub backends: Backends,
     #[serde(default)]
@@ -44,6 +45,30 @@ pub struct FileConfig {
     pub admin: Option<AdminAddr>,
     /// The bearer token every admin request must carry; required for an admin address off loopback.
     pub admin_token: Option<AdminToken>,
+}
+
+/// How access log lines are written: the Apache/nginx `common` and `combined` formats (`combined` with `lb`'s own
+/// fields after it), or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Common,
+    #[default]
+    Combined,
+    Json,
+}
+
+impl std::str::FromStr for AccessLogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "common" => Ok(AccessLogFormat::Common),
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err("expected common, combined or json".to_owned()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +118,7 @@ impl From<ArrayForm> for FileConfig {
             port: None,
             workers: None,
             access_log: None,
+            access_log_format: None,
             max_connections: None,
             backends: Backends(backends),
             health_check: FileHealth::default(),

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use serde_path_to_error::Segment;
 
+pub use file::AccessLogFormat;
 use file::{ArrayForm, FileConfig};
 
 /// Everything `lb` needs to run, validated.
@@ -44,7 +45,9 @@ pub struct Config {
     pub port: u16,
     /// Event-loop threads serving clients; at least 1.
     pub workers: usize,
+    /// One line per answer on stdout (`--access-log`, `--access-log-format`, or the file's keys).
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
     /// Client connections open at once, over all workers; `None`: derived from the open-files limit at startup.
     pub max_connections: Option<usize>,
     pub backends: Vec<BackendConfig>,
@@ -140,6 +143,8 @@ pub struct Overrides {
     pub workers: Option<usize>,
     pub drain: Option<Duration>,
     pub access_log: bool,
+    /// `--access-log-format`: also turns the access log on.
+    pub access_log_format: Option<AccessLogFormat>,
     /// `--admin ADDR`.
     pub admin: Option<SocketAddr>,
 }
@@ -306,6 +311,7 @@ pub fn from_backends(
         port: None,
         workers: None,
         access_log: None,
+        access_log_format: None,
         max_connections: None,
         backends: file::Backends(backends),
         health_check: file::FileHealth::default(),
@@ -404,7 +410,15 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
             .workers
             .or(file.workers.map(|n| n.0 as usize))
             .unwrap_or_else(default_workers),
-        access_log: overrides.access_log || file.access_log.unwrap_or(false),
+        // A format asks for the log: given as a flag, it turns the log on; in the file, unless the file also says
+        // `access_log = false`.
+        access_log: overrides.access_log
+            || overrides.access_log_format.is_some()
+            || file.access_log.unwrap_or(file.access_log_format.is_some()),
+        access_log_format: overrides
+            .access_log_format
+            .or(file.access_log_format)
+            .unwrap_or_default(),
         max_connections: file.max_connections.map(|n| n.0 as usize),
         backends: file.backends.0,
         health,

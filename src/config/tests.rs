@@ -144,6 +144,7 @@ fn overrides_win_over_the_file() {
         workers: Some(3),
         drain: Some(secs(1.0)),
         access_log: false,
+        access_log_format: None,
         admin: None,
     };
     let c = load_text("lb.toml", FULL_TOML, &o).unwrap();
@@ -178,6 +179,48 @@ fn default_timeout_follows_the_overridden_interval() {
         (c.health.interval, c.health.timeout),
         (secs(10.0), secs(2.0))
     );
+}
+
+#[test]
+fn an_access_log_format_turns_the_log_on_unless_the_file_says_no() {
+    let with = |file: &str, overrides: Overrides| {
+        let text = format!("{file}\n[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\n");
+        let c = load_text("lb.toml", &text, &overrides).unwrap();
+        (c.access_log, c.access_log_format)
+    };
+    let json = Some(AccessLogFormat::Json);
+    let flag = |format| Overrides {
+        access_log_format: format,
+        ..Overrides::default()
+    };
+    assert_eq!(with("", flag(None)), (false, AccessLogFormat::Combined));
+    assert_eq!(with("", flag(json)), (true, AccessLogFormat::Json));
+    assert_eq!(
+        with("access_log_format = \"common\"", flag(None)),
+        (true, AccessLogFormat::Common)
+    );
+    assert_eq!(
+        with(
+            "access_log = false\naccess_log_format = \"common\"",
+            flag(None)
+        ),
+        (false, AccessLogFormat::Common)
+    );
+    assert_eq!(
+        with(
+            "access_log = false\naccess_log_format = \"common\"",
+            flag(json)
+        ),
+        (true, AccessLogFormat::Json),
+        "a flag wins over the file"
+    );
+    let e = load_text(
+        "lb.toml",
+        "access_log_format = \"xml\"\nbackends = []\n",
+        &flag(None),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("access_log_format: unknown variant `xml`, expected one of `common`, `combined`, `json`"), "{e}");
 }
 
 #[test]
@@ -301,7 +344,7 @@ mod error_lines {
         // The full form in JSON.
         ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),

@@ -309,8 +309,9 @@ pub fn response_head(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead, framing
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response of our own (an error): status line, a short text body, `connection: close` if `close`.
-pub fn error_response(out: &mut Vec<u8>, status: StatusCode, close: bool) {
+/// A response of our own (an error): status line, a short text body, `connection: close` if `close`. Answers the
+/// body's length.
+pub fn error_response(out: &mut Vec<u8>, status: StatusCode, close: bool) -> usize {
     let reason = status.canonical_reason().unwrap_or("");
     let body_len = 3 + 1 + reason.len() + 1;
     let _ = write!(
@@ -325,6 +326,7 @@ pub fn error_response(out: &mut Vec<u8>, status: StatusCode, close: bool) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     let _ = write!(out, "\r\n{} {reason}\n", status.as_u16());
+    body_len
 }
 
 #[cfg(test)]

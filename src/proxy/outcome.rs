@@ -1,8 +1,10 @@
-//! How a request's journey ended ([`Outcome`]), and why a request could not be proxied ([`ProxyError`]: a
-//! [`Failure`] kind, the backend it happened on, and a detail for the log).
+//! How a request's journey ended ([`Outcome`]), why a request could not be proxied ([`ProxyError`]: a
+//! [`Failure`] kind, the backend it happened on, and a detail for the log), and what the access log and the metrics
+//! learn of the journey besides ([`Record`]).
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -27,6 +29,18 @@ pub enum Outcome {
     /// The backend switched protocols (`101`) and the tunnel after it has ended; the connection ends too, with a
     /// reset if the tunnel `failed` (a side reset it, or went away).
     Tunneled { backend: u64, failed: bool },
+}
+
+/// What a journey recorded on its way, whatever its outcome (the access log's `attempts`, `upstream_ms` and `bytes`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Record {
+    /// Attempts made: backends picked, and the resend on a new connection (0: no backend was picked). Each one
+    /// after the first is a retry (`lb_retries_total`).
+    pub attempts: u32,
+    /// From the start of the attempt that got the final response head to that head (`None`: no head came).
+    pub upstream: Option<Duration>,
+    /// Bytes of the response body written to the client (as on the wire: chunked framing included; 0 for a `101`).
+    pub body_bytes: u64,
 }
 
 /// Where a request's journey ended without a backend's whole response reaching the client.

@@ -16,8 +16,11 @@ use std::sync::atomic::Ordering;
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 
+use tokio::time::Instant;
+
 use super::informational::{receive_head, Asked, Receive};
-use super::outcome::ProxyError;
+use super::metered::Metered;
+use super::outcome::{ProxyError, Record};
 use super::tunnel::{self, Ended, Side};
 use crate::config::MIN_BODY_RATE;
 use crate::failure::Failure;
@@ -42,6 +45,10 @@ pub struct Leg<'a> {
     pub replayable: bool,
     /// The protocols the request asks to switch to (its `Upgrade` value), if it does.
     pub upgrade: Option<&'a [u8]>,
+    /// When this attempt started (the time to the response head counts from here).
+    pub started: Instant,
+    /// Where the attempt notes the time to the final response head and the body bytes the client was sent.
+    pub record: &'a mut Record,
 }
 
 /// How an attempt ended.
@@ -77,7 +84,7 @@ struct Relayed {
 /// Sends the request (its head is `request_head`) over `lease` and relays the answer to `client`.
 pub async fn relay<T: Transport>(
     worker: &Worker,
-    leg: Leg<'_>,
+    mut leg: Leg<'_>,
     lease: Lease,
     client: &mut Client<T>,
     request_head: &mut Vec<u8>,
@@ -87,7 +94,7 @@ pub async fn relay<T: Transport>(
     let mut response_out = worker.buffers().vec();
     let relayed = exchange(
         worker,
-        &leg,
+        &mut leg,
         &mut lease,
         client,
         request_head,
@@ -130,12 +137,7 @@ pub async fn relay<T: Transport>(
     }
     let retired = leg.backend.state.retired.load(Ordering::Relaxed);
     if relayed.backend_keep_alive && relayed.request_sent && up_buf.is_empty() && !retired {
-        worker.keep(
-            leg.backend.addr,
-            lease.stream,
-            relayed.keep,
-            &leg.snapshot.pool,
-        );
+        worker.keep(leg.backend.addr, lease, relayed.keep, &leg.snapshot.pool);
     }
     Attempt::Delivered {
         status: relayed.status,
@@ -146,7 +148,7 @@ pub async fn relay<T: Transport>(
 
 async fn exchange<T: Transport>(
     worker: &Worker,
-    leg: &Leg<'_>,
+    leg: &mut Leg<'_>,
     lease: &mut Lease,
     client: &mut Client<T>,
     request_head: &mut Vec<u8>,
@@ -159,6 +161,8 @@ async fn exchange<T: Transport>(
         head,
         replayable,
         upgrade,
+        started,
+        ..
     } = *leg;
     let timeouts = &snapshot.timeouts;
     let head_request = head.method == Method::HEAD;
@@ -235,7 +239,10 @@ async fn exchange<T: Transport>(
             Some(backend.id),
             format!("no response head within {:?}", timeouts.backend_response),
         )),
-        Receive::ClientGone => Attempt::Broken(ProxyError::new(Failure::ClientGone, None, "")),
+        // Named for the access log (the backend it was waiting for); a client that left blames no backend.
+        Receive::ClientGone => {
+            Attempt::Broken(ProxyError::new(Failure::ClientGone, Some(backend.id), ""))
+        }
         Receive::Bad(error) => Attempt::Fail(ProxyError::new(
             Failure::BadResponse,
             Some(backend.id),
@@ -254,6 +261,7 @@ async fn exchange<T: Transport>(
             }
         }
     })?;
+    leg.record.upstream = Some(started.elapsed());
     let upgraded = response.status == StatusCode::SWITCHING_PROTOCOLS;
     if upgraded && !request_sent {
         // The tunnel starts where the request ends: the rest of its body goes first.
@@ -318,11 +326,14 @@ async fn exchange<T: Transport>(
         stall: timeouts.backend_response,
         pace: None,
     };
+    // What reaches the client past the head is the body (the head goes out with its first bytes).
+    let head_bytes = response_out.len() as u64;
+    let mut metered = Metered::new(&mut client_write);
     let forwarded = {
         let mut forward = pin!(body::forward(
             &mut up_read,
             up_buf,
-            &mut client_write,
+            &mut metered,
             response_out,
             response.body,
             coding,
@@ -344,6 +355,7 @@ async fn exchange<T: Transport>(
             }
         }
     };
+    leg.record.body_bytes = metered.written.saturating_sub(head_bytes);
     if let Err(error) = forwarded {
         let failed = ProxyError::response_body(backend.id, &error);
         // A malformed first chunk is found before the head is written: the client can still get a 502.

@@ -10,13 +10,19 @@
 //!
 //! Failures to connect are the backend's (logged, at most one line per backend and reason a second), except a
 //! local shortage (out of file descriptors), which no other backend would fix: that request gets 503 at once.
+//!
+//! Counted here, once per request: the answer a backend delivered (on that backend, by status class, with the time
+//! from the start of its attempt to its response head: the first attempt starts when the request's head was read,
+//! a later one when it begins), and every attempt after the first as a retry (the next backend after a failed
+//! connect, or the resend after a failure before any answer, on another backend or on a new connection to the
+//! same one). What `lb` answers itself is counted by the connection.
 
 use std::sync::atomic::Ordering;
 
 use http::Method;
+use tokio::time::Instant;
 
-use super::outcome::Outcome;
-use super::outcome::ProxyError;
+use super::outcome::{Outcome, ProxyError, Record};
 use super::relay::{relay, Attempt, Leg};
 use crate::backend::stats::StatusClass;
 use crate::balance::Candidates;
@@ -26,18 +32,26 @@ use crate::h1::request::RequestHead;
 use crate::h1::transport::Transport;
 use crate::h1::{write, BodyLength};
 use crate::log_limit::{self, Subject};
-use crate::upstream::{Reuse, Snapshot};
+use crate::upstream::{Backend, Reuse, Snapshot};
 use crate::worker::Worker;
+
+/// The request on its way: its head, as parsed and as read, and when it was read.
+pub struct Request<'a> {
+    pub head: &'a RequestHead,
+    pub raw: &'a [u8],
+    pub started: Instant,
+}
 
 /// Sends the request to one backend after another, as the rule allows, until one answers.
 pub async fn attempts<T: Transport>(
     worker: &Worker,
     snapshot: &Snapshot,
     client: &mut Client<T>,
-    head: &RequestHead,
-    raw: &[u8],
+    request: Request<'_>,
     out: &mut Vec<u8>,
+    record: &mut Record,
 ) -> Outcome {
+    let Request { head, raw, started } = request;
     let replayable = is_idempotent(&head.method) && head.body == BodyLength::Empty;
     let reuse = match replayable {
         true => Reuse::Any,
@@ -69,14 +83,22 @@ pub async fn attempts<T: Transport>(
                 (index, false)
             }
         };
+        record.attempts += 1;
+        let started = match record.attempts {
+            1 => started,
+            _ => {
+                worker.count_retry();
+                Instant::now()
+            }
+        };
         let backend = &backends[index];
         // Counts this attempt on the backend until the iteration ends, however: answered, failed, or dropped.
         let _in_flight = backend.state.enter();
         let timeout = snapshot.timeouts.connect;
         let lease = if new_connection {
-            Box::pin(worker.pool().connect(backend.addr, timeout)).await
+            Box::pin(worker.pool().connect(backend, timeout)).await
         } else {
-            worker.pool().lease(backend.addr, timeout, reuse).await
+            worker.pool().lease(backend, timeout, reuse).await
         };
         let lease = match lease {
             Ok(lease) => lease,
@@ -126,6 +148,8 @@ pub async fn attempts<T: Transport>(
             head,
             replayable,
             upgrade: head.upgrade_value(raw),
+            started,
+            record,
         };
         let attempt = relay(worker, leg, lease, client, out, &mut up_buf).await;
         worker.buffers().recycle_bytes(up_buf);
@@ -135,8 +159,7 @@ pub async fn attempts<T: Transport>(
                 keep_alive,
                 request_read,
             } => {
-                let class = StatusClass::of(status.as_u16());
-                backend.state.stats.count(worker.index(), class);
+                answered(worker, backend, StatusClass::of(status.as_u16()), record);
                 return Outcome::Delivered {
                     status,
                     backend: backend.id,
@@ -168,14 +191,22 @@ pub async fn attempts<T: Transport>(
             Attempt::Fail(error) => return Outcome::Failed(error),
             Attempt::Broken(error) => return Outcome::Broken(error),
             Attempt::Tunneled { failed } => {
-                let class = StatusClass::of(101);
-                backend.state.stats.count(worker.index(), class);
+                answered(worker, backend, StatusClass::of(101), record);
                 return Outcome::Tunneled {
                     backend: backend.id,
                     failed,
                 };
             }
         }
+    }
+}
+
+/// Counts the answer `backend` delivered, and the time it took to its head.
+fn answered(worker: &Worker, backend: &Backend, class: StatusClass, record: &Record) {
+    let stats = &backend.state.stats;
+    stats.count(worker.index(), class);
+    if let Some(waited) = record.upstream {
+        stats.time(worker.index(), waited);
     }
 }
 

@@ -19,16 +19,23 @@
 //! goes only on a connection used within the last [`SAFE_REUSE`], always checked with a read: a backend that
 //! closes idle connections silently would otherwise fail such requests now and then (HAProxy's `http-reuse safe`
 //! reasons alike).
+//!
+//! Every connection is counted on its backend while it is open, pooled or in use (`lb_backend_connections`): a
+//! [`Counted`] guard travels with the socket and takes it off the worker's count when both are dropped, wherever that
+//! happens (purged, past the idle limit, not kept after an exchange, a tunnel's end). It is made when a connection
+//! is, so a request on a pooled connection pays nothing for it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::backend::{Backend, BackendState};
 use crate::config::PoolConfig;
 use crate::failure::{describe_io, Failure};
 use crate::h1::socket::{self, Unread};
@@ -63,14 +70,16 @@ impl ConnectError {
 
 struct Idle {
     stream: TcpStream,
+    counted: Counted,
     since: Instant,
     /// Not lent after this: `pool.idle_timeout`, or earlier if the backend announced a shorter one.
     until: Instant,
 }
 
 /// The backend connections of one worker thread.
-#[derive(Default)]
 pub struct Pool {
+    /// The worker's index: its slot in each backend's connection count.
+    worker: usize,
     idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
 }
 
@@ -79,6 +88,29 @@ pub struct Pool {
 pub struct Lease {
     pub stream: TcpStream,
     pub reused: bool,
+    counted: Counted,
+}
+
+/// One connection open to a backend, counted in the backend's stats (on the worker that opened it) until dropped.
+struct Counted {
+    state: Arc<BackendState>,
+    worker: usize,
+}
+
+impl Counted {
+    fn new(state: &Arc<BackendState>, worker: usize) -> Counted {
+        state.stats.opened(worker);
+        Counted {
+            state: state.clone(),
+            worker,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.state.stats.closed(self.worker);
+    }
 }
 
 /// Which idle connections a request may go on.
@@ -102,29 +134,35 @@ pub struct KeepAlive {
 }
 
 impl Pool {
-    /// An idle connection to `addr` that still looks open, or a new one.
+    /// The pool of the worker with this index.
+    pub fn new(worker: usize) -> Pool {
+        Pool {
+            worker,
+            idle: RefCell::default(),
+        }
+    }
+
+    /// An idle connection to `backend` that still looks open, or a new one.
     pub async fn lease(
         &self,
-        addr: SocketAddr,
+        backend: &Backend,
         connect_timeout: Duration,
         reuse: Reuse,
     ) -> Result<Lease, ConnectError> {
-        if let Some(stream) = self.take_idle(addr, reuse) {
-            return Ok(Lease {
-                stream,
-                reused: true,
-            });
+        if let Some(lease) = self.take_idle(backend, reuse) {
+            return Ok(lease);
         }
-        self.connect(addr, connect_timeout).await
+        self.connect(backend, connect_timeout).await
     }
 
-    /// A new connection to `addr`.
+    /// A new connection to `backend`.
     pub async fn connect(
         &self,
-        addr: SocketAddr,
+        backend: &Backend,
         connect_timeout: Duration,
     ) -> Result<Lease, ConnectError> {
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        let connect = TcpStream::connect(backend.addr);
+        let stream = match tokio::time::timeout(connect_timeout, connect).await {
             Err(_) => return Err(ConnectError::Timeout(connect_timeout)),
             Ok(Err(error)) => return Err(ConnectError::Io(error)),
             Ok(Ok(stream)) => stream,
@@ -133,12 +171,13 @@ impl Pool {
         Ok(Lease {
             stream,
             reused: false,
+            counted: Counted::new(&backend.state, self.worker),
         })
     }
 
-    fn take_idle(&self, addr: SocketAddr, reuse: Reuse) -> Option<TcpStream> {
+    fn take_idle(&self, backend: &Backend, reuse: Reuse) -> Option<Lease> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&backend.addr)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
             let idle_for = now.saturating_duration_since(entry.since);
@@ -151,9 +190,19 @@ impl Pool {
                 continue;
             }
             let checked = reuse == Reuse::Safe || idle_for >= TRUST_READINESS;
-            if looks_open(&entry.stream, checked) {
-                return Some(entry.stream);
+            if !looks_open(&entry.stream, checked) {
+                continue;
             }
+            let mut counted = entry.counted;
+            if !Arc::ptr_eq(&counted.state, &backend.state) {
+                // Pooled for a backend a reload replaced (a new id on the same address): counted on this one now.
+                counted = Counted::new(&backend.state, self.worker);
+            }
+            return Some(Lease {
+                stream: entry.stream,
+                reused: true,
+                counted,
+            });
         }
         None
     }
@@ -163,7 +212,7 @@ impl Pool {
     pub fn give_back(
         &self,
         addr: SocketAddr,
-        stream: TcpStream,
+        lease: Lease,
         keep_alive: KeepAlive,
         config: &PoolConfig,
     ) -> bool {
@@ -187,7 +236,8 @@ impl Pool {
             list.remove(0);
         }
         list.push(Idle {
-            stream,
+            stream: lease.stream,
+            counted: lease.counted,
             since: now,
             until: now + keep_for,
         });

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 
 use crate::backend::{Backend, Identity};
 use crate::balance::{self, Balance};
-use crate::config::{Config, PoolConfig, Timeouts};
+use crate::config::{AccessLogFormat, Config, PoolConfig, Timeouts};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -26,7 +26,8 @@ pub struct Snapshot {
     pub balancer: Box<dyn Balance>,
     pub timeouts: Timeouts,
     pub pool: PoolConfig,
-    pub access_log: bool,
+    /// The access log's format, when it is on.
+    pub access_log: Option<AccessLogFormat>,
     /// Which config this is: 1 for the one the server started with, one more for each reload since (0: not published).
     pub generation: u64,
     /// When it was built (just before it was published).
@@ -57,7 +58,7 @@ impl Snapshot {
             backends,
             timeouts: config.timeouts.clone(),
             pool: config.pool.clone(),
-            access_log: config.access_log,
+            access_log: config.access_log.then_some(config.access_log_format),
             generation: 0, // the control plane numbers what it publishes
             loaded_at: SystemTime::now(),
         }

@@ -237,7 +237,7 @@ impl TestLb {
             .args(["--host", "127.0.0.1", "--port", "0", "--config"])
             .arg(config)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lb");
@@ -248,6 +248,14 @@ impl TestLb {
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().unwrap().push(strip_ansi(&line));
+            }
+        });
+        // The access log (stdout) joins the same lines.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
             }
         });
         let deadline = Instant::now() + PATIENCE;

@@ -1,5 +1,6 @@
 //! The integration tests: real backends, the real `lb` binary, real sockets on loopback. See `harness` for the tools.
 
+mod access_log;
 mod acks;
 mod admin;
 mod admin_control;
@@ -20,6 +21,7 @@ mod health;
 mod honest;
 mod in_process;
 mod limits;
+mod metrics;
 mod process_log;
 mod reload;
 mod rotation;
