@@ -151,14 +151,16 @@ fn point(before: &Totals, now: &Totals, elapsed: Duration, t: u64) -> Point {
     }
 }
 
-/// What was counted between two readings of the same counters. Saturating: a reader may see one worker's count
-/// before another's earlier one, never a total that goes down, but a wrong negative would be worse than a zero.
+/// What was counted between two readings of the same counters (gauges, such as connections, as of `now`).
+/// Saturating: a reader may see one worker's count before another's earlier one, never a total that goes down, but a
+/// wrong negative would be worse than a zero.
 fn delta(before: &Totals, now: &Totals) -> Totals {
     Totals {
         by_class: std::array::from_fn(|i| now.by_class[i].saturating_sub(before.by_class[i])),
         buckets: std::array::from_fn(|i| now.buckets[i].saturating_sub(before.buckets[i])),
         timed: now.timed.saturating_sub(before.timed),
         sum_ns: now.sum_ns.wrapping_sub(before.sum_ns),
+        connections: now.connections,
     }
 }
 

@@ -180,7 +180,6 @@ impl Totals {
 
     /// The `q` quantile (0..=1) of the recorded durations, in seconds, estimated as the upper bound of the bucket
     /// it falls in (`None` when nothing was timed; the last bound when it lies above it).
-    #[allow(dead_code)] // read by the dashboard (issue 9, in progress)
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.timed == 0 {
             return None;

@@ -164,9 +164,18 @@ async fn the_history_counts_each_backends_requests_and_the_page_runs_only_its_ow
     )
     .await;
     assert_eq!(history["every_ms"], 1000, "{history}");
-    let point = &history["backends"][0]["points"][0];
-    for key in ["t", "rps", "p50_ms", "p99_ms"] {
-        assert!(point.get(key).is_some(), "{key} in {point}");
+    let points = history["backends"][0]["points"].as_array().unwrap();
+    let busy = points
+        .iter()
+        .find(|p| p["rps"].as_f64() > Some(0.0))
+        .unwrap();
+    assert!(
+        busy["t"].as_u64() > Some(1_700_000_000_000),
+        "Unix ms: {busy}"
+    );
+    for quantile in ["p50_ms", "p99_ms"] {
+        // A bucket bound: 0.5 ms is the first.
+        assert!(busy[quantile].as_f64() >= Some(0.5), "{quantile} in {busy}");
     }
 
     let page = crate::harness::client()
