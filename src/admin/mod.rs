@@ -5,9 +5,11 @@
 //! never pay for the admin plane. So it has one thread with a small current-thread runtime of its own (started only
 //! when an admin address is configured), serves with hyper (nothing here is a hot path: a well-kept server is
 //! better than ours for it), and only *reads* what the data plane already keeps: the routing snapshot, each
-//! backend's live state and counters (per worker, summed here at read time), and each worker's counts. What it
-//! changes, it changes the way the control plane does: a backend's admin state is one atomic store; a reload is
-//! asked of the main task (which owns the server) over a channel, so SIGHUP and `/api/reload` are the same code.
+//! backend's live state and counters (per worker, summed here at read time), and each worker's counts; for the
+//! dashboard's charts, one task of this runtime reads the counters every second and keeps the last minutes
+//! (`history`). What it changes, it changes the way the control plane does: a backend's admin state is one atomic
+//! store; a reload is asked of the main task (which owns the server) over a channel, so SIGHUP and `/api/reload` are
+//! the same code.
 //!
 //! Who may ask: anyone who can reach the address when it is loopback and no token is set (the default); with
 //! `admin_token`, every request must carry it (`auth`). Requests that change something are refused when a browser
