@@ -46,7 +46,6 @@ const MAX_CONNECTIONS: usize = 64;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin plane reads and whom it asks to change things.
-#[allow(dead_code)] // until the metrics and status endpoints read it (issue 9, in progress)
 pub struct Plane {
     /// The routing the workers use: backends, their live state and counters.
     pub(crate) routing: Arc<Routing>,
