@@ -329,6 +329,8 @@ async fn exchange<T: Transport>(
     // What reaches the client past the head is the body (the head goes out with its first bytes).
     let head_bytes = response_out.len() as u64;
     let mut metered = Metered::new(&mut client_write);
+    // `Err`: the request body, too slow to wait for while the answer streams, ends both sides (once what was
+    // written of the answer is counted).
     let forwarded = {
         let mut forward = pin!(body::forward(
             &mut up_read,
@@ -342,20 +344,21 @@ async fn exchange<T: Transport>(
         loop {
             tokio::select! {
                 biased;
-                forwarded = &mut forward => break forwarded,
+                forwarded = &mut forward => break Ok(forwarded),
                 sent = &mut send, if !request_sent && send_failed.is_none() => match sent {
                     // The head already went out saying whether the connection stays: nothing to add.
                     Ok(_) => request_sent = true,
-                    // A body too slow to wait for, while the answer streams: end both sides now.
-                    Err(error) if error.is_source() && error.is_timeout() => {
-                        return Err(Attempt::Broken(ProxyError::client_body(backend.id, &error)))
-                    }
+                    Err(error) if error.is_source() && error.is_timeout() => break Err(error),
                     Err(error) => send_failed = Some(error),
                 },
             }
         }
     };
     leg.record.body_bytes = metered.written.saturating_sub(head_bytes);
+    let forwarded = match forwarded {
+        Ok(forwarded) => forwarded,
+        Err(slow) => return Err(Attempt::Broken(ProxyError::client_body(backend.id, &slow))),
+    };
     if let Err(error) = forwarded {
         let failed = ProxyError::response_body(backend.id, &error);
         // A malformed first chunk is found before the head is written: the client can still get a 502.

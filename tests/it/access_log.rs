@@ -190,3 +190,30 @@ async fn a_request_resent_to_another_backend_took_two_attempts() {
     assert!(line.contains(" backend=2 "), "{line}");
     assert!(resetting.hits() >= 1);
 }
+
+#[tokio::test]
+async fn an_answer_cut_by_a_trickling_upload_logs_the_bytes_it_sent() {
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .backend(&backend)
+        .timeout("request_body", "1s")
+        .arg("--access-log-format")
+        .arg("json")
+        .start()
+        .await;
+    // The backend answers at once, without reading the body; the client sends one byte of its body and reads
+    // nothing, so the answer streams until the socket buffers are full, and the body too slow cuts both sides:
+    // part of the answer went out, and the line says how much.
+    let mut client = RawConn::connect(lb.addr()).await;
+    client
+        .send(
+            b"POST /download?bytes=268435456 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx",
+        )
+        .await;
+    let line = json_line(&lb, "status", "499").await;
+    assert_eq!(line["target"], "/download?bytes=268435456");
+    assert!(
+        line["bytes"].as_u64().unwrap() > 0,
+        "the body bytes sent before the cut: {line}"
+    );
+}
