@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log;
 use crate::admin::{Command, Plane, Reloads, Token};
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
@@ -306,6 +307,8 @@ impl Server {
         self.log_flusher.abort();
         let _ = self.log_flusher.await;
         log_limit::flush();
+        // The last requests' access lines, unless stdout is stuck.
+        access_log::flush(Duration::from_secs(2));
         Drained {
             cut: in_flight.saturating_sub(tunnels),
             tunnels,

@@ -5,8 +5,9 @@
 //! 499 for a client that left), naming the backend tried when there was one; a request that got no answer at all
 //! (the client closed before its head was whole) has none. Lines go to stdout, apart from the process log (stderr):
 //! one stream that holds only access lines, in one `format` (`format`), is what log shippers and `awk` want, and it
-//! does not depend on `--log-level`. Each line is one `write` (a line is never split by another thread's); it is
-//! formatted in a buffer the worker thread keeps, and costs nothing when the log is off.
+//! does not depend on `--log-level`. A line is formatted in a buffer the worker thread keeps and handed, whole, to a
+//! writer thread (`sink`), so that a stdout nobody reads drops lines rather than stalling traffic; it costs nothing
+//! when the log is off.
 //!
 //! A backend's failure is a warning, at most one a second per backend and kind, then a sum (`log_limit`): a dead
 //! backend costs one line a second, not one per request. The client's own doing (it went away, it was too slow) is a
@@ -14,11 +15,13 @@
 
 mod date;
 mod format;
+mod sink;
+
+pub use sink::flush;
 
 pub use format::Line;
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::net::SocketAddr;
 
 use crate::config::AccessLogFormat;
@@ -45,13 +48,14 @@ thread_local! {
     static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-/// Writes one access log line to stdout (an error writing it, such as a closed stdout, is not the request's).
+/// Writes one access log line to stdout, through the writer thread (an error writing it, such as a closed stdout, is
+/// not the request's).
 pub fn write(format: AccessLogFormat, line: &Line<'_>) {
     let now = date::Utc::now();
     BUFFER.with_borrow_mut(|out| {
         out.clear();
         format::write(out, format, line, now);
-        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        sink::append(out.as_bytes());
         if out.capacity() > 16 * 1024 {
             *out = String::new();
         }

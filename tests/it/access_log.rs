@@ -217,3 +217,79 @@ async fn an_answer_cut_by_a_trickling_upload_logs_the_bytes_it_sent() {
         "the body bytes sent before the cut: {line}"
     );
 }
+
+/// A stdout nobody reads (a stalled log shipper) fills its pipe after a few hundred lines; traffic must go on (lines
+/// wait in lb's buffer, or are dropped past it), shutdown must stay prompt, and once the reader reads again every
+/// line is there.
+#[tokio::test]
+async fn a_stdout_nobody_reads_does_not_stall_traffic() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+    let backend = TestBackend::start(1).await;
+    let config = format!(
+        r#"[{{"id": 1, "host": "127.0.0.1", "port": {}}}]"#,
+        backend.addr().port()
+    );
+    let (_dir, file) = crate::harness::config_file("lb.json", &config);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args([
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--access-log",
+            "--config",
+            &file,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(PATIENCE, stderr.next_line())
+            .await
+            .expect("lb's startup line")
+            .unwrap()
+            .expect("lb's stderr");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // The pipe holds 64 KiB: a line is about 100 bytes, so 2,000 answers are several pipes full, none of it read.
+    let client = crate::harness::client();
+    let requests = 2_000;
+    let answered = tokio::time::timeout(PATIENCE, async {
+        for _ in 0..requests {
+            let answer = client.get(format!("http://{addr}/")).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.bytes().await.unwrap();
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "traffic stalled behind an unread stdout");
+
+    // Shutdown does not hang on the stuck stdout either.
+    let pid = child.id().unwrap().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // The reader comes back: every line was kept (far below the buffer's bound), none lost at exit.
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    tokio::time::timeout(PATIENCE, stdout.read_to_string(&mut out))
+        .await
+        .expect("stdout ends when lb exits")
+        .unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(out.lines().count(), requests, "one line per answer");
+}
