@@ -5,24 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{client, run_lb, TestBackend, TestLb, HEALTH_PATH};
-
-/// A config file in the full form over `backends` (id, backend), health checks every 100 ms, plus `extra` keys.
-fn config(backends: &[(u64, &TestBackend)], extra: Value) -> String {
-    let backends: Vec<_> = backends
-        .iter()
-        .map(|(id, b)| json!({"id": id, "host": "127.0.0.1", "port": b.addr().port()}))
-        .collect();
-    let mut file = json!({
-        "backends": backends,
-        "health_check": {"path": HEALTH_PATH, "interval": "100ms", "fall": 1, "rise": 1},
-        "workers": 2,
-    });
-    if let (Some(file), Some(extra)) = (file.as_object_mut(), extra.as_object()) {
-        file.extend(extra.clone());
-    }
-    file.to_string()
-}
+use crate::harness::{client, full_config, run_lb, TestBackend, TestLb};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -31,13 +14,13 @@ async fn reload_over_the_admin_plane_answers_the_diff_or_the_error() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = TestLb::from_file_with(
         "lb.json",
-        &config(&[(1, &b1)], json!({})),
+        &full_config(&[(1, &b1)], json!({})),
         &["--admin", "127.0.0.1:0"],
     )
     .await;
     let admin = lb.admin().await;
 
-    lb.rewrite_config(&config(&[(1, &b1), (2, &b2)], json!({})));
+    lb.rewrite_config(&full_config(&[(1, &b1), (2, &b2)], json!({})));
     let (status, body) = admin.post("/api/reload").await;
     assert_eq!(status, 200, "{body}");
     let diff: Value = serde_json::from_str(&body).unwrap();
@@ -74,7 +57,7 @@ async fn reload_over_the_admin_plane_answers_the_diff_or_the_error() {
     );
 
     // A new listener: refused, with what would change.
-    lb.rewrite_config(&config(&[(1, &b1)], json!({"workers": 3})));
+    lb.rewrite_config(&full_config(&[(1, &b1)], json!({"workers": 3})));
     let (status, body) = admin.post("/api/reload").await;
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -84,7 +67,7 @@ async fn reload_over_the_admin_plane_answers_the_diff_or_the_error() {
 
     // The command line asks the same: `lb reload` prints the diff.
     let admin_addr = admin.addr.to_string();
-    lb.rewrite_config(&config(&[(2, &b2)], json!({})));
+    lb.rewrite_config(&full_config(&[(2, &b2)], json!({})));
     let reloaded = run_lb(&["reload", "--admin", &admin_addr]).await;
     assert_eq!(reloaded.code, Some(0), "{}", reloaded.stderr);
     assert_eq!(
@@ -170,7 +153,7 @@ async fn with_a_token_every_admin_request_carries_it() {
     let backend = TestBackend::start(1).await;
     let lb = TestLb::from_file_with(
         "lb.json",
-        &config(
+        &full_config(
             &[(1, &backend)],
             json!({"admin": "127.0.0.1:0", "admin_token": TOKEN}),
         ),
@@ -225,7 +208,7 @@ async fn with_a_token_every_admin_request_carries_it() {
     // A reload may rotate the token (not move the address: that needs a restart).
     const NEXT: &str = "the-next-token-9876543210";
     let file = |token: &str, admin: &str| {
-        config(
+        full_config(
             &[(1, &backend)],
             json!({"admin": admin, "admin_token": token}),
         )
@@ -298,12 +281,13 @@ async fn check_with_admin_says_what_a_reload_would_change() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
     let lb = TestLb::from_file_with(
         "lb.json",
-        &config(&[(1, &b1)], json!({})),
+        &full_config(&[(1, &b1)], json!({})),
         &["--admin", "127.0.0.1:0"],
     )
     .await;
     let admin_addr = lb.admin().await.addr.to_string();
-    let (_dir, file) = crate::harness::config_file("next.json", &config(&[(2, &b2)], json!({})));
+    let (_dir, file) =
+        crate::harness::config_file("next.json", &full_config(&[(2, &b2)], json!({})));
     let checked = run_lb(&["check", "--config", &file, "--admin", &admin_addr]).await;
     assert_eq!(checked.code, Some(0), "{}", checked.stderr);
     assert!(

@@ -489,6 +489,24 @@ pub async fn run_lb(args: &[&str]) -> Finished {
     }
 }
 
+/// A config file in the full form over `backends` (id, backend), health checks every 100 ms (rise and fall 1), two
+/// workers, plus the `extra` top-level keys.
+pub fn full_config(backends: &[(u64, &TestBackend)], extra: Value) -> String {
+    let backends: Vec<_> = backends
+        .iter()
+        .map(|(id, b)| json!({"id": id, "host": "127.0.0.1", "port": b.addr().port()}))
+        .collect();
+    let mut file = json!({
+        "backends": backends,
+        "health_check": {"path": HEALTH_PATH, "interval": "100ms", "fall": 1, "rise": 1},
+        "workers": 2,
+    });
+    if let (Some(file), Some(extra)) = (file.as_object_mut(), extra.as_object()) {
+        file.extend(extra.clone());
+    }
+    file.to_string()
+}
+
 /// Writes `contents` to `name` in a fresh temp dir; keep the dir alive while the file is used.
 pub fn config_file(name: &str, contents: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -7,25 +7,9 @@ use serde_json::json;
 use std::time::Duration;
 
 use crate::harness::{
-    assert_fair, wait_until, ScriptedBackend, Step, TestBackend, TestLb, HEALTH_PATH, PATIENCE,
+    assert_fair, full_config, wait_until, ScriptedBackend, Step, TestBackend, TestLb, HEALTH_PATH,
+    PATIENCE,
 };
-
-/// A config file in the full form over `backends` (id, backend), health checks every 100 ms.
-fn config(backends: &[(u64, &TestBackend)], extra: serde_json::Value) -> String {
-    let backends: Vec<_> = backends
-        .iter()
-        .map(|(id, b)| json!({"id": id, "host": "127.0.0.1", "port": b.addr().port()}))
-        .collect();
-    let mut file = json!({
-        "backends": backends,
-        "health_check": {"path": HEALTH_PATH, "interval": "100ms", "fall": 1, "rise": 1},
-        "workers": 2,
-    });
-    if let (Some(file), Some(extra)) = (file.as_object_mut(), extra.as_object()) {
-        file.extend(extra.clone());
-    }
-    file.to_string()
-}
 
 #[tokio::test]
 async fn sighup_adds_and_removes_backends_and_a_request_in_flight_finishes() {
@@ -34,7 +18,7 @@ async fn sighup_adds_and_removes_backends_and_a_request_in_flight_finishes() {
         TestBackend::start(2).await,
         TestBackend::start(3).await,
     );
-    let mut lb = TestLb::from_file("lb.json", &config(&[(1, &b1), (2, &b2)], json!({}))).await;
+    let mut lb = TestLb::from_file("lb.json", &full_config(&[(1, &b1), (2, &b2)], json!({}))).await;
     assert_fair(&lb.spread(20).await, &[1, 2], 10);
 
     let client = crate::harness::client();
@@ -43,7 +27,7 @@ async fn sighup_adds_and_removes_backends_and_a_request_in_flight_finishes() {
         b1.hits() + b2.hits() > 20
     })
     .await;
-    lb.rewrite_config(&config(&[(1, &b1), (3, &b3)], json!({})));
+    lb.rewrite_config(&full_config(&[(1, &b1), (3, &b3)], json!({})));
     lb.signal("HUP").await;
     let line = lb.wait_log("config reloaded", PATIENCE).await;
     assert!(
@@ -67,7 +51,7 @@ async fn sighup_adds_and_removes_backends_and_a_request_in_flight_finishes() {
 #[tokio::test]
 async fn a_bad_file_or_a_new_listener_keeps_the_running_config() {
     let (b1, b2) = (TestBackend::start(1).await, TestBackend::start(2).await);
-    let lb = TestLb::from_file("lb.json", &config(&[(1, &b1)], json!({}))).await;
+    let lb = TestLb::from_file("lb.json", &full_config(&[(1, &b1)], json!({}))).await;
 
     lb.rewrite_config(r#"{"backends": [{"id": 1, "host": "127.0.0.1", "port": 70000}]}"#);
     lb.signal("HUP").await;
@@ -75,7 +59,7 @@ async fn a_bad_file_or_a_new_listener_keeps_the_running_config() {
     assert!(line.contains("port must be between 1 and 65535"), "{line}");
     assert_eq!(lb.spread(4).await.keys().copied().collect::<Vec<_>>(), [1]);
 
-    lb.rewrite_config(&config(&[(1, &b1), (2, &b2)], json!({"workers": 3})));
+    lb.rewrite_config(&full_config(&[(1, &b1), (2, &b2)], json!({"workers": 3})));
     lb.signal("HUP").await;
     let line = lb.wait_log("reload refused", PATIENCE).await;
     assert!(line.contains("workers 2 → 3"), "{line}");
@@ -89,13 +73,13 @@ async fn a_kept_backend_keeps_its_health_and_an_added_one_is_checked_before_traf
         TestBackend::start(2).await,
         TestBackend::start(3).await,
     );
-    let lb = TestLb::from_file("lb.json", &config(&[(1, &b1), (2, &b2)], json!({}))).await;
+    let lb = TestLb::from_file("lb.json", &full_config(&[(1, &b1), (2, &b2)], json!({}))).await;
     b2.set_healthy(false);
     let down = format!("backend 2 127.0.0.1:{} down", b2.addr().port());
     lb.wait_log(&down, PATIENCE).await;
     b3.set_healthy(false);
 
-    lb.rewrite_config(&config(&[(1, &b1), (2, &b2), (3, &b3)], json!({})));
+    lb.rewrite_config(&full_config(&[(1, &b1), (2, &b2), (3, &b3)], json!({})));
     lb.signal("HUP").await;
     lb.wait_log("config reloaded", PATIENCE).await;
     // Backend 2 is still down (its state was kept, not reset to up), and backend 3 was checked before it got
