@@ -276,6 +276,15 @@ async fn unknown_paths_wrong_methods_strange_hosts_and_other_origins_are_refused
         .await
         .unwrap();
     assert_eq!(rebound.status(), 403);
+    for host in ["[::1]attacker.example", "localhost:attacker.example"] {
+        let odd = client()
+            .get(admin.url("/api/status"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(odd.status(), 403, "Host: {host}");
+    }
     // A form posted by a page of another origin may not steer it.
     let forged = client()
         .post(admin.url("/api/reload"))
