@@ -132,15 +132,28 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
     let signal = {
         let shutdown = lb::signal::shutdown();
         tokio::pin!(shutdown);
+        // A reload waits for its new backends' first check (up to the check timeout): a signal to stop ends it
+        // there, before it has changed anything (it publishes nothing until every check is done).
         loop {
             tokio::select! {
                 signal = &mut shutdown => break signal,
                 () = hangups.next() => {
-                    let _ = reload(&cli, &mut server, &reloads, &token, "SIGHUP received").await;
+                    let why = "SIGHUP received";
+                    tokio::select! {
+                        signal = &mut shutdown => break abandoned(why, signal),
+                        _ = reload(&cli, &mut server, &reloads, &token, why) => {}
+                    }
                 }
                 Some(command) = asked.recv() => match command {
                     admin::Command::Reload(reply) => {
-                        let _ = reply.send(reload(&cli, &mut server, &reloads, &token, "reload asked on the admin plane").await);
+                        let why = "reload asked on the admin plane";
+                        tokio::select! {
+                            // The reply dropped: the admin plane answers that lb is stopping.
+                            signal = &mut shutdown => break abandoned(why, signal),
+                            reloaded = reload(&cli, &mut server, &reloads, &token, why) => {
+                                let _ = reply.send(reloaded);
+                            }
+                        }
                     }
                 },
             }
@@ -169,6 +182,12 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             ExitCode::from(130)
         }
     }
+}
+
+/// Says that the reload asked for `why` stopped before it changed anything, because of `signal`; answers `signal`.
+fn abandoned(why: &str, signal: &'static str) -> &'static str {
+    tracing::warn!("{why}: not applied: lb is stopping ({signal} received during the reload)");
+    signal
 }
 
 /// SIGHUP or the admin plane: re-reads the config file and applies it; a bad or refused one changes nothing. One log

@@ -15,6 +15,8 @@ use lb::config::{self, Config};
 pub struct Target {
     pub addr: SocketAddr,
     pub token: Option<String>,
+    /// Where the token came from (`LB_ADMIN_TOKEN`, `lb.toml's admin_token`), to say so when it is refused.
+    token_from: String,
 }
 
 impl Target {
@@ -30,15 +32,52 @@ impl Target {
             .admin
             .or(admin.as_ref().map(|a| a.addr))
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9000)));
-        let token = std::env::var("LB_ADMIN_TOKEN")
+        let from_env = std::env::var("LB_ADMIN_TOKEN")
             .ok()
-            .filter(|t| !t.is_empty())
-            .or(admin.and_then(|a| a.token));
-        Target { addr, token }
+            .filter(|t| !t.is_empty());
+        let token_from = match from_env {
+            Some(_) => "LB_ADMIN_TOKEN".to_owned(),
+            None => format!("{}'s admin_token", cli.config.display()),
+        };
+        let token = from_env.or(admin.and_then(|a| a.token));
+        Target {
+            addr,
+            token,
+            token_from,
+        }
     }
 
     fn call(&self, method: &str, path: &str) -> Result<Reply, String> {
         client::call(self.addr, method, path, self.token.as_deref())
+    }
+
+    /// That whatever answered is not lb's admin plane (its answer is not lb's JSON).
+    fn not_lb(&self, reply: &Reply) -> String {
+        format!(
+            "{} answered {} {}, not as lb's admin plane does: is it lb's admin address?",
+            self.addr, reply.status, reply.reason
+        )
+    }
+
+    /// Why `reply` is not the answer asked for, in one line: lb's own error (with what to do about a refused
+    /// token), or that whatever answered is not lb's admin plane.
+    fn refusal(&self, reply: &Reply) -> String {
+        let Some(error) = reply.error() else {
+            return self.not_lb(reply);
+        };
+        if reply.status != 401 {
+            return error;
+        }
+        match &self.token {
+            None => format!(
+                "{error} (none given: set LB_ADMIN_TOKEN, or give the config file with admin_token in --config)"
+            ),
+            Some(_) => format!(
+                "{error} (the one from {} was refused; after a change of admin_token in the file, the running lb \
+                 has the old one until it reloads: give that one in LB_ADMIN_TOKEN)",
+                self.token_from
+            ),
+        }
     }
 }
 
@@ -54,13 +93,16 @@ pub fn reload(target: &Target) -> ExitCode {
         Err(error) => return fail(error),
     };
     if reply.status != 200 {
-        return fail(format!(
-            "reload failed, the running config stays: {}",
-            reply.error()
-        ));
+        let refusal = target.refusal(&reply);
+        return match reply.error() {
+            Some(_) => fail(format!(
+                "reload failed, the running config stays: {refusal}"
+            )),
+            None => fail(refusal),
+        };
     }
     let Ok(diff) = serde_json::from_str::<serde_json::Value>(&reply.body) else {
-        return fail(format!("unexpected answer: {}", reply.body.trim()));
+        return fail(target.not_lb(&reply));
     };
     let ids = |key: &str| {
         diff[key].as_array().map_or_else(Vec::new, |a| {
@@ -84,10 +126,10 @@ pub fn status(target: &Target) -> ExitCode {
         Err(error) => return fail(error),
     };
     if reply.status != 200 {
-        return fail(format!("status: {}", reply.error()));
+        return fail(format!("status: {}", target.refusal(&reply)));
     }
     let Ok(status) = serde_json::from_str::<serde_json::Value>(&reply.body) else {
-        return fail(format!("unexpected answer: {}", reply.body.trim()));
+        return fail(target.not_lb(&reply));
     };
     print!("{}", table(&status, target.addr, SystemTime::now()));
     ExitCode::SUCCESS
@@ -195,10 +237,10 @@ fn ago(elapsed: Duration) -> String {
 pub fn diff(target: &Target, config: &Config) -> Result<String, String> {
     let reply = target.call("GET", "/api/status")?;
     if reply.status != 200 {
-        return Err(format!("status: {}", reply.error()));
+        return Err(format!("status: {}", target.refusal(&reply)));
     }
     let status: serde_json::Value =
-        serde_json::from_str(&reply.body).map_err(|e| format!("status: not JSON: {e}"))?;
+        serde_json::from_str(&reply.body).map_err(|_| target.not_lb(&reply))?;
     let running: Vec<(u64, String)> = status["backends"]
         .as_array()
         .map(|backends| {

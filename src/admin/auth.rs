@@ -81,13 +81,27 @@ fn same(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// `127.0.0.1:9000`, `[::1]:9000`, `localhost:9000` (a port or none).
+/// `127.0.0.1:9000`, `[::1]:9000`, `localhost:9000` (a port or none), and nothing more: not
+/// `[::1]attacker.example`.
 fn names_this_machine(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    let (name_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => return false,
+        },
+        None => {
+            // The port keeps its colon, as after `]`.
+            let (name, port) = host.split_at(host.find(':').unwrap_or(host.len()));
+            let ok = name.eq_ignore_ascii_case("localhost")
+                || name.parse::<std::net::Ipv4Addr>().is_ok();
+            (ok, port)
+        }
     };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()));
+    name_ok && port_ok
 }
 
 /// A browser's request from a page of another origin: its `Origin` names another host:port than `Host`.
@@ -145,7 +159,15 @@ mod tests {
                 "{host}"
             );
         }
-        for host in ["evil.example:9000", "evil.example"] {
+        for host in [
+            "evil.example:9000",
+            "evil.example",
+            "[::1]evil.example",
+            "[::1]:9000:evil",
+            "localhost:evil",
+            "127.0.0.1:9000:1",
+            "::1",
+        ] {
             assert!(
                 check(None, get, &headers(&[("host", host)])).is_err(),
                 "{host}"

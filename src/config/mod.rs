@@ -207,8 +207,17 @@ fn parse(name: &str, text: &str, toml: bool) -> Result<FileConfig, String> {
     if toml {
         let de = toml::Deserializer::new(text);
         return serde_path_to_error::deserialize(de).map_err(|e| {
-            let at = e.inner().span().map(|span| line_col(text, span.start));
-            one_line(name, at, &key_path(e.path()), e.inner().message())
+            let span = e.inner().span();
+            let at = span.clone().map(|span| line_col(text, span.start));
+            // The toml crate says nothing (an empty message) when the file ends right after `key =`: what a
+            // reload reads while an editor is still writing the file.
+            let at_end = span.is_some_and(|span| span.start >= text.trim_end().len());
+            let message = match e.inner().message() {
+                "" if at_end => "unexpected end of file: a value is missing",
+                "" => "syntax error",
+                message => message,
+            };
+            one_line(name, at, &key_path(e.path()), message)
         });
     }
     let de = &mut serde_json::Deserializer::from_str(text);

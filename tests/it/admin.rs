@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{client, full_config, run_lb, TestBackend, TestLb};
+use crate::harness::{
+    client, full_config, run_lb, run_lb_with_env, ScriptedBackend, Step, TestBackend, TestLb,
+};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -257,6 +259,15 @@ async fn unknown_paths_wrong_methods_strange_hosts_and_other_origins_are_refused
         .await
         .unwrap();
     assert_eq!(rebound.status(), 403);
+    for host in ["[::1]attacker.example", "localhost:attacker.example"] {
+        let odd = client()
+            .get(admin.url("/api/status"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(odd.status(), 403, "Host: {host}");
+    }
     // A form posted by a page of another origin may not steer it.
     let forged = client()
         .post(admin.url("/api/reload"))
@@ -297,4 +308,69 @@ async fn check_with_admin_says_what_a_reload_would_change() {
         "{}",
         checked.stdout
     );
+}
+
+#[tokio::test]
+async fn the_command_line_says_when_what_answers_is_not_lb() {
+    // An HTTP server that is not lb, and keeps the connection open after its answer whatever the request asked.
+    let page = "<html>\n<p>nothing here</p>\n</html>\n";
+    let answer = format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{page}",
+        page.len()
+    );
+    let other = ScriptedBackend::start(move |_| vec![Step::write(&answer)]).await;
+    let addr = other.addr().to_string();
+    let backend = TestBackend::start(1).await;
+    let (_dir, file) =
+        crate::harness::config_file("lb.json", &full_config(&[(1, &backend)], json!({})));
+    for args in [
+        vec!["status", "--admin", &addr],
+        vec!["reload", "--admin", &addr],
+        vec!["check", "--config", &file, "--admin", &addr],
+    ] {
+        let run = run_lb(&args).await;
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        let line = run.last_error_line();
+        assert!(
+            line.ends_with(&format!(
+                "{addr} answered 404 Not Found, not as lb's admin plane does: is it lb's admin address?"
+            )),
+            "{args:?}: {line}"
+        );
+        assert!(
+            !run.stderr.contains("<html>") && !line.contains("config stays"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_a_token_change_in_the_file_lb_reload_says_which_token_to_give() {
+    let backend = TestBackend::start(1).await;
+    let file = |token: &str| {
+        full_config(
+            &[(1, &backend)],
+            json!({"admin": "127.0.0.1:0", "admin_token": token}),
+        )
+    };
+    let lb = TestLb::from_file_with("lb.json", &file(TOKEN), &[]).await;
+    let addr = lb.admin().await.addr.to_string();
+    const NEXT: &str = "the-next-token-9876543210";
+    lb.rewrite_config(&file(NEXT));
+    let reload = ["reload", "--config", lb.config_path(), "--admin", &addr];
+
+    // The file's token is the next one: the running lb still wants the old one.
+    let refused = run_lb(&reload).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    let line = refused.last_error_line();
+    assert!(
+        line.contains("lb.json's admin_token was refused") && line.contains("LB_ADMIN_TOKEN"),
+        "{line}"
+    );
+    let rotated = run_lb_with_env(&reload, &[("LB_ADMIN_TOKEN", TOKEN)]).await;
+    assert_eq!(rotated.code, Some(0), "{}", rotated.stderr);
+    // From now on the file's token is the running one.
+    let status = run_lb(&["status", "--config", lb.config_path(), "--admin", &addr]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
 }

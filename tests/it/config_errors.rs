@@ -221,3 +221,16 @@ async fn a_json_typo_gets_no_format_hint() {
     .await;
     assert!(!error.contains("read as"), "{error}");
 }
+
+#[tokio::test]
+async fn a_toml_file_cut_off_after_a_key_says_what_is_missing() {
+    // What a reload reads when it comes while an editor is still writing the file.
+    let contents =
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\n\n[[backends]]\nid = 2\nhost =";
+    let error = refused_config("lb.toml", contents).await;
+    assert_eq!(line_col(&error, "lb.toml"), (8, 7), "{error}");
+    assert!(
+        error.ends_with("lb.toml:8:7: unexpected end of file: a value is missing"),
+        "{error}"
+    );
+}

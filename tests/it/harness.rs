@@ -472,8 +472,14 @@ impl Finished {
 
 /// Runs `lb` with exactly `args`; it must exit by itself within [`PATIENCE`].
 pub async fn run_lb(args: &[&str]) -> Finished {
+    run_lb_with_env(args, &[]).await
+}
+
+/// [`run_lb`] with these environment variables set.
+pub async fn run_lb_with_env(args: &[&str], env: &[(&str, &str)]) -> Finished {
     let child = lb_command()
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -4,7 +4,9 @@
 
 use serde_json::json;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::harness::{
     assert_fair, full_config, wait_until, ScriptedBackend, Step, TestBackend, TestLb, HEALTH_PATH,
@@ -130,4 +132,48 @@ async fn a_removed_backends_pooled_connections_close_at_once() {
     )
     .await;
     assert_eq!(lb.spread(6).await.keys().copied().collect::<Vec<_>>(), [1]);
+}
+
+#[tokio::test]
+async fn ctrl_c_during_a_reload_that_waits_for_a_new_backends_check_stops_lb_at_once() {
+    let b1 = TestBackend::start(1).await;
+    // A backend that accepts and never answers: a reload that adds it waits for its first check, up to 30 s.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let file = |with_silent: bool| {
+        let mut backends = vec![json!({"id": 1, "host": "127.0.0.1", "port": b1.addr().port()})];
+        if with_silent {
+            backends.push(json!({"id": 2, "host": "127.0.0.1", "port": silent_port}));
+        }
+        let health = json!({"path": HEALTH_PATH, "interval": "60s", "timeout": "30s"});
+        json!({"backends": backends, "health_check": health, "workers": 1}).to_string()
+    };
+    let mut lb = TestLb::from_file("lb.json", &file(false)).await;
+
+    lb.rewrite_config(&file(true));
+    lb.signal("HUP").await;
+    wait_until("the reload checks the new backend", PATIENCE, async || {
+        accepted.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    let asked = Instant::now();
+    lb.signal("INT").await;
+    let status = lb.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "stopped {:?} after Ctrl+C: the reload's check held it up",
+        asked.elapsed()
+    );
+    let line = lb.wait_log("SIGHUP received:", PATIENCE).await;
+    assert!(line.contains("not applied: lb is stopping"), "{line}");
 }

@@ -22,6 +22,11 @@ impl TestLb {
         TestLb::spawn(dir, std::path::Path::new(&path), &args).await
     }
 
+    /// The config file lb was started with.
+    pub fn config_path(&self) -> &str {
+        self.config.to_str().expect("a UTF-8 temp path")
+    }
+
     /// The admin plane of this lb (started with an admin address): waits for the line that names its address.
     pub async fn admin(&self) -> Admin {
         let line = self.wait_log("admin plane on http://", PATIENCE).await;
