@@ -22,6 +22,7 @@ pub mod client;
 mod dashboard;
 mod history;
 mod metrics;
+mod peers;
 mod reload;
 mod routes;
 mod status;
@@ -43,7 +44,8 @@ use crate::control::Reloaded;
 use crate::upstream::Routing;
 use crate::worker::WorkerCounts;
 
-/// Admin connections served at once; more are closed at once (an admin plane is for a few people and scrapers).
+/// Admin connections served at once; more are closed at once (an admin plane is for a few people and scrapers), and
+/// one client address may hold only `peers::PER_PEER` of them.
 const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,6 +185,7 @@ async fn serve(
     let history = Arc::new(history::History::default());
     tokio::spawn(history::run(plane.routing.clone(), history.clone()));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = Arc::new(peers::Peers::default());
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
@@ -194,6 +197,10 @@ async fn serve(
                     continue;
                 }
             },
+        };
+        let Some(peer_slot) = peers.enter(peer.ip()) else {
+            tracing::debug!(%peer, "admin: too many connections from this address, closing one");
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "admin: too many connections, closing one");
@@ -214,7 +221,7 @@ async fn serve(
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "admin connection ended");
             }
-            drop(slot);
+            drop((slot, peer_slot));
         });
     }
 }

@@ -374,3 +374,43 @@ async fn after_a_token_change_in_the_file_lb_reload_says_which_token_to_give() {
     let status = run_lb(&["status", "--config", lb.config_path(), "--admin", &addr]).await;
     assert_eq!(status.code, Some(0), "{}", status.stderr);
 }
+
+/// One client address cannot take every admin connection: its connections past its share are closed at once, and
+/// another client (here 127.0.0.1, the attacker 127.0.0.2) is still served while the attacker holds its share.
+#[tokio::test]
+async fn one_client_cannot_hold_every_admin_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let backend = TestBackend::start(1).await;
+    let lb = TestLb::builder().backend(&backend).admin().start().await;
+    let admin = lb.admin().await;
+    let connect_from_2 = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(admin.addr).await.unwrap()
+    };
+    // Heads started and never finished: each holds a connection until the head timeout.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = connect_from_2().await;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let mut one_more = connect_from_2().await;
+    let _ = one_more.write_all(b"GET /metrics HTTP/1.1\r\n").await;
+    let mut buf = [0u8; 64];
+    // At once: well before the 10 s head timeout would close it anyway.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), one_more.read(&mut buf))
+        .await
+        .expect("the connection past the share is closed at once, not left waiting");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Everyone else is served meanwhile.
+    for _ in 0..20 {
+        let (status, _) = admin.get("/api/status").await;
+        assert_eq!(status, 200);
+    }
+    drop(held);
+}
