@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::admission::ConnectionLimit;
-use crate::backend::stats::StatusClass;
+use crate::backend::stats::{self, StatusClass};
 use crate::config::PoolConfig;
 use crate::h1::buffers::Buffers;
 use crate::timers::Timers;
@@ -82,11 +82,6 @@ fn bump(counter: &AtomicUsize, delta: isize) -> usize {
     let value = counter.load(Ordering::Relaxed).wrapping_add_signed(delta);
     counter.store(value, Ordering::Relaxed);
     value
-}
-
-/// Adds one to a counter only this thread writes.
-fn add_one(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 impl Worker {
@@ -193,12 +188,12 @@ impl Worker {
 
     /// Counts an answer `lb` made itself (`lb_requests_total{backend=""}`).
     pub fn count_own(&self, class: StatusClass) {
-        add_one(&self.counts.own[class.index()]);
+        stats::bump(&self.counts.own[class.index()], 1);
     }
 
     /// Counts an attempt after a request's first.
     pub fn count_retry(&self) {
-        add_one(&self.counts.retries);
+        stats::bump(&self.counts.retries, 1);
     }
 
     /// Counts one exchange in flight for as long as the returned guard lives.

@@ -77,8 +77,9 @@ struct Slot {
     connections: AtomicU64,
 }
 
-/// Adds `by` (wrapping: `u64::MAX` takes one off) to a counter only this thread writes.
-fn bump(counter: &AtomicU64, by: u64) {
+/// Adds `by` (wrapping: `u64::MAX` takes one off) to a counter only this thread writes: a plain load and store, no
+/// atomic read-modify-write (the per-worker counters of `worker` use it too).
+pub fn bump(counter: &AtomicU64, by: u64) {
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(by),
         Ordering::Relaxed,
