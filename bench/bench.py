@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib.common import DEFAULT_SCENARIOS, MEMORY_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, TARGETS, StartError
+from benchlib.common import DEFAULT_SCENARIOS, DIRECT_PROTOCOL_SCENARIOS, MEMORY_SCENARIOS, PROTOCOL_GROUPS
+from benchlib.common import PROTOCOL_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, TARGETS, StartError, expand_scenarios
 from benchlib.common import log, median, parse_duration
 from benchlib.noise import KSOFTIRQD
 from benchlib.procfs import ksoftirqd_pids
@@ -36,7 +37,7 @@ from benchlib.runs import run_rounds
 from benchlib.targets import Backends, haproxy_maxconn, set_nofile
 
 
-def versions(lb: Path) -> tuple[str, str]:
+def versions(lb: Path, protocols: bool = False) -> tuple[str, str]:
     def first_line(argv: list[str]) -> str:
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
@@ -48,6 +49,8 @@ def versions(lb: Path) -> tuple[str, str]:
     ngx = first_line(["nginx", "-v"]).replace("nginx version: ", "")
     wrk = first_line(["wrk", "-v"]).split(" Copyright")[0]
     rustc = first_line(["rustc", "--version"])
+    if protocols:  # the protocol scenarios' clients (and TLS library of wrk, s_time and h2load)
+        wrk += f"; h2load {first_line(['h2load', '--version']).split()[-1]}; {first_line(['openssl', 'version'])}"
     repo = lb.parent.parent.parent
     commit = first_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
@@ -99,10 +102,12 @@ def main() -> int:
     args.quiet_wait = parse_duration(env.get("BENCH_QUIET_WAIT", "10s" if args.quick else "30s"))
     args.retries = int(env.get("BENCH_RETRIES", "0" if args.quick else "2"))
     scenarios = [s.strip() for s in env.get("BENCH_SCENARIOS", ",".join(DEFAULT_SCENARIOS)).split(",") if s.strip()]
+    scenarios = expand_scenarios(scenarios)  # tls, h2, tcp: two tables each
     targets = [t.strip() for t in env.get("BENCH_TARGETS", ",".join(TARGETS)).split(",") if t.strip()]
     for s in scenarios:
         if s not in SCENARIOS:
-            raise SystemExit(f"bench: unknown scenario {s!r} (known: {', '.join(SCENARIOS)})")
+            raise SystemExit(f"bench: unknown scenario {s!r} (known: {', '.join(SCENARIOS)}; groups: "
+                             f"{', '.join(PROTOCOL_GROUPS)})")
     for t in targets:
         if t not in TARGETS:
             raise SystemExit(f"bench: unknown target {t!r} (known: {', '.join(TARGETS)})")
@@ -141,8 +146,9 @@ def main() -> int:
     procs = Procs(args.tmp)
     KSOFTIRQD.extend(ksoftirqd_pids())
     set_pidfile(args.tmp / "pids")
-    # the reload scenario reloads proxies: `direct` has nothing to reload
-    results: dict = {s: {t: [] for t in targets if not (s in RELOAD_SCENARIOS and t == "direct")} for s in scenarios}
+    # the reload scenario reloads proxies: `direct` has nothing to reload; the backends speak neither TLS nor HTTP/2
+    no_direct = RELOAD_SCENARIOS + tuple(x for x in PROTOCOL_SCENARIOS if x not in DIRECT_PROTOCOL_SCENARIOS)
+    results: dict = {s: {t: [] for t in targets if not (s in no_direct and t == "direct")} for s in scenarios}
     try:
         backends = Backends(procs, args.tmp)
         backends.start()
@@ -169,7 +175,7 @@ def main() -> int:
                  for r in runs if "other_load_pct" in r]
     reload_loads = [r["other_load_pct"] for k, pt in results.items() if k in RELOAD_SCENARIOS
                     for runs in pt.values() for r in runs if "other_load_pct" in r]
-    vers, lbv = versions(args.lb)
+    vers, lbv = versions(args.lb, protocols=any(s in PROTOCOL_SCENARIOS for s in scenarios))
     meta = {
         "date": date,
         "machine": machine(),
@@ -197,7 +203,7 @@ def main() -> int:
         raw = args.out.with_suffix(".json")
         raw.write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=1, default=str))
         log(f"wrote {args.out} and {raw}")
-    failed = any(s["failures"] for pt in summary.values() for s in pt.values())
+    failed = any(s["failures"] for pt in summary.values() for s in pt.values())  # skipped runs are not failures
     return 3 if failed else 0
 
 

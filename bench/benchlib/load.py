@@ -1,4 +1,5 @@
-"""The CPU scenarios (small, latency, big, close): wrk, its output, and the measured run around it.
+"""The CPU scenarios (small, latency, big, close; and tls_keepalive, tcp_connect): wrk, its output, and the
+measured run around it.
 
 Why so: wrk 4 with one thread and --latency, pinned to the load core, bounded by -d and by a timeout, its pid recorded
 like the others' for bench/run. A run is: an unmeasured warm-up with the same load (fills keep-alive pools and
@@ -58,7 +59,7 @@ def run_wrk(port: int, sc: Scenario, seconds: float) -> tuple[dict, str]:
             "--timeout", "5s", "--latency"]
     if sc.close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}{sc.path}")
+    argv.append(f"{sc.scheme}://127.0.0.1:{port}{sc.path}")  # https: tls_keepalive (wrk speaks TLS itself)
     # wrk is bounded by -d and, failing that, by this timeout; its pid is recorded like the others' for bench/run
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import statistics
 
-from .common import LOAD_CORE, MEM_QUIET_WAIT, MEMORY_SCENARIOS, PROXY_CORE, RELOAD_SCENARIOS, SCENARIOS, SLOW_PATH
+from .certs import negotiated_text
+from .common import LOAD_CORE, MEM_QUIET_WAIT, MEMORY_SCENARIOS, PROTOCOL_SCENARIOS, PROXY_CORE, RELOAD_SCENARIOS
+from .common import SCENARIOS, SLOW_PATH
 from .common import SLOW_RCVBUF, median
 from .common import wrk_duration
 from .procfs import tcp_mem_limits_text
@@ -108,7 +110,7 @@ def summarize(results: dict, args) -> dict:
     for sname, per_target in results.items():
         summary[sname] = {}
         for t, runs in per_target.items():
-            ok = [r for r in runs if "failed" not in r]
+            ok = [r for r in runs if "failed" not in r and "skipped" not in r]
             if sname in RELOAD_SCENARIOS:
                 summary[sname][t] = reload_summary(runs, ok)
                 continue
@@ -140,7 +142,21 @@ def summarize(results: dict, args) -> dict:
                 "failures": [r["failed"] for r in runs if "failed" in r],
                 "other": median([r.get("other_load_pct") for r in ok]),
             }
+            if sname in PROTOCOL_SCENARIOS:
+                summary[sname][t].update(protocol_extras(runs, ok))
     return summary
+
+
+def protocol_extras(runs: list[dict], ok: list[dict]) -> dict:
+    """What the protocol scenarios record beyond the CPU scenarios' columns (medians over rounds), why a target was
+    skipped, and what TLS it negotiated (the first run's: it is the same every round)."""
+    out = {k: median([r.get(k) for r in ok])
+           for k in ("mib_s", "s_per_gib", "cpu_ms_per_gib", "bytes_per_conn", "client_cpu_us_per_conn")}
+    out["transfers"] = sum(r.get("transfers", 0) for r in ok)
+    out["skipped"] = next((r["skipped"] for r in runs if "skipped" in r), None)
+    out["negotiated"] = next((r["negotiated"] for r in ok if r.get("negotiated")), None)
+    out["h2load_tls"] = next((r["h2load_tls"] for r in ok if r.get("h2load_tls")), None)
+    return out
 
 
 def render(summary: dict, meta: dict, args) -> str:
@@ -189,6 +205,9 @@ def render(summary: dict, meta: dict, args) -> str:
     for sname, per_target in summary.items():
         sc = SCENARIOS[sname]
         w("")
+        if sname in PROTOCOL_SCENARIOS:
+            render_protocol(w, sname, per_target)
+            continue
         if sname == "burst":
             render_burst(w, per_target, args)
             continue
@@ -388,3 +407,95 @@ def render_reload(w, per_target: dict, args) -> None:
         w(f"| {t} | {s['reloads']}/{s['reload_attempts']} ({fmt_num(s['reload_ms'])} ms) | {s['requests']:,} "
           f"| {s['failed_requests']:,} | {s['reset_mid']:,} | {s['closed_idle']:,}{silent} | {fmt_num(s['rps'])} "
           f"| {s['split']} | {kinds} | {fmt_num(s['other'])}% |")
+
+
+def skipped_row(t: str, s: dict, columns: int) -> str | None:
+    """The row of a target that was skipped or failed in every round, else None."""
+    if s["ok"]:
+        return None
+    if s.get("skipped"):
+        why = "skipped: " + s["skipped"].replace("|", "\\|")
+    else:
+        why = f"FAILED | {s['errors']}: " + s["failures"][0].splitlines()[0].replace("|", "\\|")
+    return f"| {t} | {why} |" + " |" * (columns - (3 if why.startswith("FAILED") else 2))
+
+
+def render_protocol(w, sname: str, per_target: dict) -> None:
+    """The protocol scenarios (issue 10): TLS keep-alive and handshakes, HTTP/2 over TLS and in clear, TCP mode."""
+    sc = SCENARIOS[sname]
+    w(f"## {sname} — {sc.title}")
+    w("")
+    tls = sname in ("tls_keepalive", "tls_handshake", "h2_tls")
+    if sname == "tls_handshake":
+        w("handshakes/s: new TLS connections (full handshake, `GET / HTTP/1.0`, close) per second of wall time, all "
+          "clients together; CPU µs/handshake: the proxy's user+sys time over the run divided by them (its "
+          "connection to the backend included); answer: bytes read per connection (the same for every answer "
+          "through one proxy); client CPU: s_time's own user time per connection.")
+        w("")
+        w("| target | handshakes/s | CPU µs/handshake | RSS | answer | client CPU µs/conn | errors | split "
+          "| other load | negotiated |")
+        w("|---|---:|---:|---:|---:|---:|---|---|---:|---|")
+        for t, s in per_target.items():
+            row = skipped_row(t, s, 10)
+            if row:
+                w(row)
+                continue
+            rng = f" ({fmt_num(s['rps_min'])}–{fmt_num(s['rps_max'])})" if s["ok"] > 1 else ""
+            w(f"| {t} | {fmt_num(s['rps'])}{rng} | {fmt_num(s['cpu_us_per_req'], 1)} | {fmt_kib(s['rss_kib'])} "
+              f"| {fmt_num(s['bytes_per_conn'])} B | {fmt_num(s['client_cpu_us_per_conn'])} | {s['errors']} "
+              f"| {s['split']} | {fmt_num(s['other'])}% | {negotiated_text(s['negotiated'])} |")
+        protocol_ratios(w, per_target, "rps", "handshakes/s", "cpu_us_per_req", "CPU µs/handshake")
+        return
+    if sname == "tcp_stream":
+        w("MiB/s: all the bytes over all the transfers' time (connect to last byte); s per GiB: the median "
+          "transfer; CPU ms/GiB: the proxy's user+sys time over the transfers per GiB carried; transfers: 1 GiB "
+          "each, summed over rounds. `direct`: the client straight to backend 1 (its CPU is the backend nginx's).")
+        w("")
+        w("| target | MiB/s | s per GiB | CPU ms/GiB | RSS | transfers | errors | other load |")
+        w("|---|---:|---:|---:|---:|---:|---|---:|")
+        for t, s in per_target.items():
+            row = skipped_row(t, s, 8)
+            if row:
+                w(row)
+                continue
+            w(f"| {t} | {fmt_num(s['mib_s'])} | {fmt_num(s['s_per_gib'], 2)} | {fmt_num(s['cpu_ms_per_gib'])} "
+              f"| {fmt_kib(s['rss_kib'])} | {s['transfers']} | {s['errors']} | {fmt_num(s['other'])}% |")
+        protocol_ratios(w, per_target, "mib_s", "MiB/s", "cpu_ms_per_gib", "CPU ms/GiB")
+        return
+    # tls_keepalive, h2_tls, h2c, tcp_connect: the CPU scenarios' columns (h2: p50/p99 from h2load's request log)
+    if sname in ("h2_tls", "h2c"):
+        w("p50/p99: from h2load's log of every request (time until the end of its response); CPU µs/req: the "
+          "proxy's user+sys time over the run divided by the requests that succeeded.")
+        w("")
+    head = "| target | req/s | p50 | p99 | CPU µs/req | RSS | errors | split | other load |"
+    cols = 9
+    if tls:
+        head += " negotiated |"
+        cols += 1
+    w(head)
+    w("|---|---:|---:|---:|---:|---:|---|---|---:|" + ("---|" if tls else ""))
+    for t, s in per_target.items():
+        row = skipped_row(t, s, cols)
+        if row:
+            w(row)
+            continue
+        rng = f" ({fmt_num(s['rps_min'])}–{fmt_num(s['rps_max'])})" if s["ok"] > 1 else ""
+        line = (f"| {t} | {fmt_num(s['rps'])}{rng} | {fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} "
+                f"| {fmt_num(s['cpu_us_per_req'], 1)} | {fmt_kib(s['rss_kib'])} | {s['errors']} | {s['split']} "
+                f"| {fmt_num(s['other'])}% |")
+        if tls:
+            line += f" {negotiated_text(s['negotiated'], alpn=sname == 'h2_tls')} |"
+        w(line)
+    protocol_ratios(w, per_target, "rps", "req/s", "cpu_us_per_req", "CPU µs/req")
+
+
+def protocol_ratios(w, per_target: dict, rate: str, rate_name: str, cpu: str, cpu_name: str) -> None:
+    lb = per_target.get("lb")
+    if not lb or not lb.get("ok"):
+        return
+    ratios = [f"lb/{o}: {rate_name} ×{ratio(lb.get(rate), per_target[o].get(rate))}, "
+              f"{cpu_name} ×{ratio(lb.get(cpu), per_target[o].get(cpu))}"
+              for o in ("haproxy", "nginx") if o in per_target and per_target[o].get("ok")]
+    if ratios:
+        w("")
+        w("; ".join(ratios))

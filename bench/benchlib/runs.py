@@ -3,7 +3,8 @@ rounds of every scenario on every target.
 
 Why so: every run starts a fresh target and stops it in a `finally` (a proxy's state must not carry over from one
 run to the next), and checks that no client socket was left open here. A run that fails (the target would not
-start, died, or the load failed) is recorded with its reason, not fatal: the tables show it as FAILED; only the
+start, died, or the load failed) is recorded with its reason, not fatal: the tables show it as FAILED (a target
+that lacks what a protocol scenario needs, lb while it gains TLS, HTTP/2 and TCP mode, as skipped); only the
 backends dying (raised here, caught in main) ends the benchmark. A CPU run noisier than BENCH_MAX_OTHER_LOAD is
 repeated up to BENCH_RETRIES times and the quietest attempt kept; the memory scenarios are not repeated (memory
 hardly moves with CPU noise). The order of the targets rotates every round, so that no target always runs first or
@@ -17,14 +18,18 @@ import os
 import subprocess
 from pathlib import Path
 
-from .common import MEMORY_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, Scenario, StartError, log
+from .common import MEMORY_SCENARIOS, PROTOCOL_SCENARIOS, RELOAD_SCENARIOS, SCENARIOS, Scenario, Skip, StartError, log
+from .h2load import run_h2
+from .handshake import run_handshakes
 from .load import run_load
 from .memory import run_burst, run_idle, run_slowread, wait_settled
 from .procfs import socket_inodes
 from .procs import Procs
+from .protocols import make_proto_target
 from .reload import make_reload_target, run_reload
 from .report import fmt_conns, fmt_num, fmt_us
 from .targets import Backends, make_target, tail
+from .transfer import run_stream
 
 
 def one_run(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends, args) -> dict:
@@ -36,7 +41,7 @@ def one_run(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends
     for attempt in range(1, retries + 2):
         r = one_attempt(name, sc, procs, tmp, backends, args)
         r["attempts"] = attempt
-        if "failed" in r:
+        if "failed" in r or "skipped" in r:
             return r
         if best is None or r["other_load_pct"] < best["other_load_pct"]:
             best = r
@@ -51,6 +56,8 @@ def one_run(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends
 def one_attempt(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Backends, args) -> dict:
     if sc.name in RELOAD_SCENARIOS:
         target = make_reload_target(name, procs, tmp, backends, args.lb, args.haproxy_reload)
+    elif sc.name in PROTOCOL_SCENARIOS:
+        target = make_proto_target(name, sc.name, procs, tmp, backends, args.lb)
     else:
         target = make_target(name, procs, tmp, backends, args.lb)
     own_sockets = len(socket_inodes([os.getpid()]))
@@ -67,7 +74,20 @@ def one_attempt(name: str, sc: Scenario, procs: Procs, tmp: Path, backends: Back
             return run_slowread(target, backends, args)
         if sc.name == "reload":
             return run_reload(target, backends, args)
-        return run_load(target, backends, sc, args)
+        if sc.name == "tls_handshake":
+            r = run_handshakes(target, backends, sc, args)
+        elif sc.name in ("h2_tls", "h2c"):
+            r = run_h2(target, backends, sc, args)
+        elif sc.name == "tcp_stream":
+            r = run_stream(target, backends, sc, args)
+        else:
+            r = run_load(target, backends, sc, args)  # and tls_keepalive (https), tcp_connect (close, via L4)
+        if getattr(target, "negotiated", None):
+            r["negotiated"] = target.negotiated
+        return r
+    except Skip as e:
+        log(f"SKIPPED {name}/{sc.name}: {e}")
+        return {"skipped": str(e)}
     except (StartError, RuntimeError, ValueError, subprocess.TimeoutExpired, asyncio.TimeoutError, OSError) as e:
         msg = f"{type(e).__name__}: {e}" if not isinstance(e, StartError) else str(e)
         log(f"FAILED {name}/{sc.name}: {msg}")
@@ -99,7 +119,7 @@ def run_rounds(results: dict, scenarios: list[str], targets: list[str], procs: P
                 r = one_run(t, sc, procs, args.tmp, backends, args)
                 r["round"] = rnd + 1
                 results[sname][t].append(r)
-                if "failed" not in r:
+                if "failed" not in r and "skipped" not in r:
                     log_run(sname, r)
 
 
@@ -125,6 +145,9 @@ def log_run(sname: str, r: dict) -> None:
             f"{r['requests']:,} requests ({r['rps']:,.0f}/s), {r['failed_requests']} failed ({r['reset_mid']} reset "
             f"mid-request), {r['closed_idle']} closed between requests ({r['closed_announced']} announced), "
             f"split {r['split']}: {r['kinds'] or 'nothing else'}; other load {r['other_load_pct']:.0f}%")
+    elif sname == "tcp_stream":
+        log(f"    {r['transfers']} transfers of 1 GiB, {fmt_num(r['mib_s'])} MiB/s, CPU {fmt_num(r['cpu_ms_per_gib'])} "
+            f"ms/GiB, RSS {r['rss_kib']} KiB, errors {r['errors'] or 0}, other load {r['other_load_pct']:.0f}%")
     elif sname == "idle":
         log(f"    {r['idle_conns']} idle, RSS {r['rss_before_kib']} -> {r['rss_kib']} KiB, "
             f"{fmt_num(r['kib_per_conn'], 2)} KiB/conn, errors {r['errors'] or 0}, "

@@ -189,6 +189,11 @@ class Target:
     def start(self) -> None:
         raise NotImplementedError
 
+    def get(self) -> tuple[int, bytes]:
+        """One `GET /` through the target, as wait_ready sends it (over TLS or HTTP/2 for the protocol scenarios:
+        protocols.py)."""
+        return http_get(self.port)
+
     def pids(self) -> list[int]:
         return proc_tree(self.p.pid) if self.p and self.p.poll() is None else []
 
@@ -211,7 +216,7 @@ class Target:
             if not self.alive():
                 raise StartError(self.died())
             try:
-                status, body = http_get(self.port)
+                status, body = self.get()
                 if status == 200 and body.startswith(b"hello from "):
                     break
                 last = f"answered {status} {body[:80]!r}"
@@ -223,7 +228,7 @@ class Target:
             time.sleep(0.05)
         seen = set()
         for _ in range(6):
-            status, body = http_get(self.port)
+            status, body = self.get()
             if status != 200:
                 raise StartError(f"{self.name}: readiness request answered {status} {body[:80]!r}")
             seen.add(body)
@@ -293,6 +298,11 @@ def haproxy_maxconn() -> int:
 
 class HAProxy(Target):
     name = "haproxy"
+    forwarded_proto = "http"  # https behind a TLS listener (protocols.py)
+
+    def bind_options(self) -> str:
+        """What follows the address on the `bind` line: nothing here (TLS or h2c: protocols.py)."""
+        return ""
 
     def config_text(self, ids: tuple[int, ...] = BACKEND_IDS) -> str:
         """The config with backends `ids` (1-based; the reload scenario leaves one out every other time)."""
@@ -316,8 +326,8 @@ defaults
     timeout http-keep-alive 60s
 
 frontend fe
-    bind 127.0.0.1:{self.port}
-    http-request set-header X-Forwarded-Proto http
+    bind 127.0.0.1:{self.port}{self.bind_options()}
+    http-request set-header X-Forwarded-Proto {self.forwarded_proto}
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     default_backend be
 
@@ -335,6 +345,14 @@ backend be
 
 class Nginx(Target):
     name = "nginx"
+
+    def listen_options(self) -> str:
+        """What follows the address on the `listen` line: nothing here (TLS or h2c: protocols.py)."""
+        return ""
+
+    def server_extra(self) -> str:
+        """More directives for the server block: none here (the certificate: protocols.py)."""
+        return ""
 
     def config_text(self, ids: tuple[int, ...] = BACKEND_IDS) -> str:
         """The config with backends `ids` (1-based; the reload scenario leaves one out every other time)."""
@@ -359,7 +377,7 @@ http {{
         keepalive_timeout 60s;
     }}
     server {{
-        listen 127.0.0.1:{self.port} backlog=4096;
+        listen 127.0.0.1:{self.port}{self.listen_options()} backlog=4096;{self.server_extra()}
         location / {{
             proxy_pass http://be;
             proxy_http_version 1.1;
