@@ -95,6 +95,7 @@ mod tests {
             host: "localhost".into(),
             port: 8001,
             addr: ([127, 0, 0, 1], 8001).into(),
+            options: Default::default(),
         };
         let backend = Backend::new(&config, None, 1);
         assert!(

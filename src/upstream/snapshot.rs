@@ -113,6 +113,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            options: Default::default(),
         }
     }
 
