@@ -160,6 +160,7 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 8000 + id as u16,
                     addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
+                    options: Default::default(),
                 })
                 .collect(),
             &crate::config::Overrides {

@@ -92,6 +92,15 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR", value_parser = crate::config::parse_admin_addr)]
     pub admin: Option<std::net::SocketAddr>,
 
+    /// Speak TLS on the main listener with this certificate chain (PEM); needs --tls-key. Replaces the config's
+    /// `[tls]` cert and key (its SNI certificates stay)
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Log level: error, warn, info, debug or trace
     #[arg(
         long,
@@ -196,6 +205,13 @@ impl Cli {
             access_log: self.access_log,
             access_log_format: self.access_log_format,
             admin: self.admin,
+            tls_cert: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::config::CertificatePaths {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

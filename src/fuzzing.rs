@@ -51,9 +51,7 @@ pub fn forward_response(buf: &[u8], head: &ResponseHead, framing: ClientFraming)
 /// `config::from_text` with host names left unresolved (no DNS query: only IP addresses and `localhost` resolve).
 pub fn config(text: &str, toml: bool) -> Result<Config, ConfigError> {
     let name = if toml { "lb.toml" } else { "lb.json" };
-    crate::config::file::offline(|| {
-        crate::config::from_text(name, text, toml, &Overrides::default())
-    })
+    crate::config::offline(|| crate::config::from_text(name, text, toml, &Overrides::default()))
 }
 
 /// [`config`] on `data`, with what the config targets check: an accepted config has backends, workers and

@@ -48,6 +48,7 @@ mod connection;
 mod control;
 pub mod demo;
 mod failure;
+mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;

@@ -240,6 +240,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                         host: "127.0.0.1".to_owned(),
                         port,
                         addr: ([127, 0, 0, 1], port).into(),
+                        options: Default::default(),
                     }
                 })
                 .collect();

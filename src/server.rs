@@ -37,11 +37,10 @@ use crate::access_log;
 use crate::admin::{Command, Plane, Reloads, Token};
 use crate::admission::{self, ConnectionLimit};
 use crate::config::Config;
-use crate::connection;
 use crate::control::Control;
 pub use crate::control::Reloaded;
 use crate::failure::{describe_io_static, is_local_shortage};
-use crate::h1::client::Client;
+use crate::front::Front;
 use crate::log_limit::{self, Subject};
 use crate::upstream::Routing;
 use crate::worker::{Worker, WorkerCounts};
@@ -70,6 +69,8 @@ pub enum StartError {
 /// A running balancer.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Every listener's address, in the config's order (the main one first).
+    addrs: Vec<SocketAddr>,
     shutdown: CancellationToken,
     workers: Vec<oneshot::Receiver<()>>,
     counts: Vec<Arc<WorkerCounts>>,
@@ -117,18 +118,30 @@ impl Server {
     }
 
     async fn start_on(config: Config, placement: Placement) -> Result<Server, StartError> {
-        let listen = resolve(&config.host, config.port).await?;
         let workers = match placement {
             Placement::Threads => config.workers,
             Placement::Local => 1,
         };
-        let listeners = bind(listen, workers)?;
-        let local_addr = listeners[0]
-            .local_addr()
-            .map_err(|error| StartError::Bind {
+        // One socket per worker for each listener; then each worker's share.
+        let mut per_worker: Vec<Vec<Bound>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let listen = resolve(&listener.host, listener.port).await?;
+            let sockets = bind(listen, workers)?;
+            let local = sockets[0].local_addr().map_err(|error| StartError::Bind {
                 addr: listen,
                 error,
             })?;
+            addrs.push(local);
+            let front = Arc::new(Front::new(listener.clone()));
+            for (worker, socket) in per_worker.iter_mut().zip(sockets) {
+                worker.push(Bound {
+                    socket,
+                    front: front.clone(),
+                });
+            }
+        }
+        let local_addr = addrs[0];
 
         let files = match placement {
             Placement::Threads => admission::raise_open_files_limit(),
@@ -155,9 +168,9 @@ impl Server {
         let snapshot = routing.load_full();
         let log_flusher = tokio::spawn(log_limit::flush_every_window());
 
-        let mut workers = Vec::with_capacity(listeners.len());
-        let mut counts = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
+        let mut workers = Vec::with_capacity(per_worker.len());
+        let mut counts = Vec::with_capacity(per_worker.len());
+        for (index, listeners) in per_worker.into_iter().enumerate() {
             let (done, finished) = oneshot::channel();
             let worker_counts = Arc::new(WorkerCounts::default());
             let context = WorkerContext {
@@ -171,12 +184,12 @@ impl Server {
                 Placement::Threads => {
                     std::thread::Builder::new()
                         .name(format!("lb-worker-{index}"))
-                        .spawn(move || worker(listener, context, done))
+                        .spawn(move || worker(listeners, context, done))
                         .map_err(StartError::Thread)?;
                 }
                 Placement::Local => {
                     tokio::task::spawn_local(async move {
-                        serve(listener, context).await;
+                        serve(listeners, context).await;
                         let _ = done.send(());
                     });
                 }
@@ -210,8 +223,12 @@ impl Server {
             "listening on {local_addr} with {workers_text}, max_connections {max_connections} ({limit_source}), backends: {}",
             backends.join(", ")
         );
+        for (listener, addr) in config.listeners.iter().zip(&addrs).skip(1) {
+            tracing::info!("also listening on {addr} ({})", Front::describe(listener));
+        }
         Ok(Server {
             local_addr,
+            addrs,
             shutdown,
             workers,
             counts,
@@ -248,6 +265,25 @@ impl Server {
                 show(now.max_connections)
             ));
         }
+        let shape = |c: &Config| {
+            c.listeners
+                .iter()
+                .skip(1)
+                .map(Front::describe_with_address)
+                .collect::<Vec<_>>()
+        };
+        if shape(was) != shape(now) || was.listeners[0].kind != now.listeners[0].kind {
+            changes.push("listeners".to_owned());
+        }
+        if was.listeners[0].mode != now.listeners[0].mode {
+            changes.push(format!(
+                "mode {:?} → {:?}",
+                was.listeners[0].mode, now.listeners[0].mode
+            ));
+        }
+        if was.listeners[0].accept_proxy != now.listeners[0].accept_proxy {
+            changes.push("accept_proxy".to_owned());
+        }
         let admin = |c: &Config| c.admin.as_ref().map(|a| a.addr);
         if admin(was) != admin(now) {
             let show =
@@ -282,6 +318,11 @@ impl Server {
     /// The address clients connect to (with the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every listener's address, in the config's order (the main one first).
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Stops accepting, lets requests in flight finish (until the drain deadline), stops the health checks.
@@ -386,8 +427,14 @@ struct WorkerContext {
     shutdown: CancellationToken,
 }
 
+/// A worker's socket of one listener, and what the listener does with a connection.
+struct Bound {
+    socket: std::net::TcpListener,
+    front: Arc<Front>,
+}
+
 /// One worker thread: its own runtime, serving until shutdown and the drain are over.
-fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot::Sender<()>) {
+fn worker(listeners: Vec<Bound>, context: WorkerContext, done: oneshot::Sender<()>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -399,12 +446,13 @@ fn worker(listener: std::net::TcpListener, context: WorkerContext, done: oneshot
         }
     };
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(listener, context));
+    local.block_on(&runtime, serve(listeners, context));
     let _ = done.send(());
 }
 
-/// One worker's work: accepts and serves connections until shutdown, then drains. Runs inside a `LocalSet`.
-fn serve(listener: std::net::TcpListener, context: WorkerContext) -> impl Future<Output = ()> {
+/// One worker's work: accepts and serves connections on each of its listeners until shutdown, then drains. Runs
+/// inside a `LocalSet`.
+fn serve(listeners: Vec<Bound>, context: WorkerContext) -> impl Future<Output = ()> {
     let WorkerContext {
         index,
         routing,
@@ -413,60 +461,74 @@ fn serve(listener: std::net::TcpListener, context: WorkerContext) -> impl Future
         shutdown,
     } = context;
     async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::error!(%error, "cannot register listener");
-                return;
-            }
-        };
         let worker = Rc::new(Worker::new(index, routing, counts, limit.clone()));
         let sweeper = worker.clone();
         tokio::task::spawn_local(async move { sweeper.sweep().await });
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    accept_failed(&error).await;
-                    continue;
-                }
-            };
-            // At the limit this connection waits (unread) for another to close, and the loop accepts no more
-            // meanwhile: the kernel queues them. Accepting first keeps a worker from holding a permit while the
-            // waiting connection sits in another worker's queue.
-            let stopping = tokio::select! {
-                _ = shutdown.cancelled() => {
-                    limit.force();
-                    true
-                }
-                () = limit.acquire() => false,
-            };
-            connection::spawn(Client::new(stream, peer), &worker);
-            if stopping {
-                break;
-            }
-        }
-        // Connections the kernel already completed would be reset when the listener closes: serve them too.
-        match listener.into_std() {
-            Ok(listener) => {
-                while let Ok((stream, peer)) = listener.accept() {
-                    let Ok(stream) = stream
-                        .set_nonblocking(true)
-                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
-                    else {
-                        continue;
-                    };
-                    limit.force();
-                    connection::spawn(Client::new(stream, peer), &worker);
-                }
-            }
-            Err(error) => tracing::debug!(%error, "cannot take the listen queue"),
-        }
+        let accepting = listeners
+            .into_iter()
+            .map(|bound| accept(bound, &worker, &limit, &shutdown));
+        futures_util::future::join_all(accepting).await;
         worker.drain(DRAIN_GRACE).await;
+    }
+}
+
+/// Accepts on one listener until shutdown, handing each connection to the listener's front end.
+async fn accept(
+    bound: Bound,
+    worker: &Rc<Worker>,
+    limit: &ConnectionLimit,
+    shutdown: &CancellationToken,
+) {
+    let Bound { socket, front } = bound;
+    let listener = match tokio::net::TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot register listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                accept_failed(&error).await;
+                continue;
+            }
+        };
+        // At the limit this connection waits (unread) for another to close, and the loop accepts no more
+        // meanwhile: the kernel queues them. Accepting first keeps a worker from holding a permit while the
+        // waiting connection sits in another worker's queue.
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => {
+                limit.force();
+                true
+            }
+            () = limit.acquire() => false,
+        };
+        front.accept(stream, peer, worker);
+        if stopping {
+            break;
+        }
+    }
+    // Connections the kernel already completed would be reset when the listener closes: serve them too.
+    match listener.into_std() {
+        Ok(listener) => {
+            while let Ok((stream, peer)) = listener.accept() {
+                let Ok(stream) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                else {
+                    continue;
+                };
+                limit.force();
+                front.accept(stream, peer, worker);
+            }
+        }
+        Err(error) => tracing::debug!(%error, "cannot take the listen queue"),
     }
 }
 

@@ -240,6 +240,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port,
                 addr: ([127, 0, 0, 1], port).into(),
+                options: Default::default(),
             })
             .collect();
         config::from_backends(backends, &Overrides::default()).expect("a valid config")

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use state::{AdminState, BackendState};
 
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, BackendOptions};
 
 /// A backend as the data plane sees it: identity plus a handle on its live state.
 #[derive(Debug)]
@@ -29,6 +29,11 @@ pub struct Backend {
     /// `host:port` as written in the config (used as the Host of health checks and in logs).
     pub authority: String,
     pub addr: SocketAddr,
+    /// The host as written in the config (the default TLS server name).
+    #[allow(dead_code)] // read by upstream TLS (issue 10, in progress)
+    pub host: String,
+    /// How it is reached beyond its address: protocol, TLS, PROXY header.
+    pub options: BackendOptions,
     /// Its share of the traffic relative to the others, for weighted algorithms: 1 until the config has a
     /// `weight` key. Round robin gives every backend one turn whatever its weight.
     #[expect(
@@ -55,6 +60,8 @@ impl Backend {
             id: config.id,
             authority: config.authority(),
             addr: config.addr,
+            host: config.host.clone(),
+            options: config.options.clone(),
             weight: 1,
             state: state.unwrap_or_else(|| Arc::new(BackendState::new(workers))),
         }
@@ -95,6 +102,7 @@ mod tests {
             host: "localhost".into(),
             port: 8001,
             addr: ([127, 0, 0, 1], 8001).into(),
+            options: Default::default(),
         };
         let backend = Backend::new(&config, None, 1);
         assert!(

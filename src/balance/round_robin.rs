@@ -60,6 +60,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 8000 + id as u16,
             addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
+            options: Default::default(),
         };
         (0..len)
             .map(|id| Arc::new(Backend::new(&config(id), None, 1)))

@@ -10,16 +10,16 @@
 //! which a later pass could no longer recover. So the backend list is read by hand-written visitors that see the
 //! entries before the current one. What needs several sources (defaults, CLI overrides) is left to `super::load`.
 
-use std::cell::Cell;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 pub use super::duration::{FileDuration, PositiveDuration};
-use super::{host_port, BackendConfig};
+use super::listeners::{Cidr, FileListener, FileTls, Mode};
+use super::BackendConfig;
+pub use super::HealthKind;
 
 /// The full form. Only `backends` is required.
 #[derive(Debug, Deserialize)]
@@ -45,6 +45,14 @@ pub struct FileConfig {
     pub admin: Option<AdminAddr>,
     /// The bearer token every admin request must carry; required for an admin address off loopback.
     pub admin_token: Option<AdminToken>,
+    /// How the main listener serves connections (`http`, or `tcp`: L4).
+    pub mode: Option<Mode>,
+    /// Certificates: the main listener speaks TLS when this table is given.
+    pub tls: Option<FileTls>,
+    /// Listeners beside the main one.
+    pub listeners: Option<Vec<FileListener>>,
+    /// Sources trusted to send a PROXY protocol header on the main listener (and the listeners without their own).
+    pub accept_proxy: Option<Vec<Cidr>>,
 }
 
 /// How access log lines are written: the Apache/nginx `common` and `combined` formats (`combined` with `lb`'s own
@@ -80,6 +88,9 @@ pub struct FileHealth {
     pub rise: Option<AtLeastOne>,
     pub fall: Option<AtLeastOne>,
     pub statuses: Option<Statuses>,
+    /// `http` (a GET) or `tcp` (a connect); the default is `tcp` in TCP mode, else `http`.
+    #[serde(rename = "type")]
+    pub kind: Option<HealthKind>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,228 +137,11 @@ impl From<ArrayForm> for FileConfig {
             pool: FilePool::default(),
             admin: None,
             admin_token: None,
+            mode: None,
+            tls: None,
+            listeners: None,
+            accept_proxy: None,
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Backends {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let visitor = BackendsVisitor { prefix: "backends" };
-        deserializer.deserialize_seq(visitor).map(Backends)
-    }
-}
-
-impl<'de> Deserialize<'de> for ArrayForm {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let visitor = BackendsVisitor { prefix: "" };
-        deserializer.deserialize_seq(visitor).map(ArrayForm)
-    }
-}
-
-struct BackendsVisitor {
-    /// How messages name the list, to point at the earlier entry of a duplicate.
-    prefix: &'static str,
-}
-
-impl<'de> Visitor<'de> for BackendsVisitor {
-    type Value = Vec<BackendConfig>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of backends")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut backends = Vec::new();
-        while let Some(backend) = seq.next_element_seed(BackendSeed {
-            prefix: self.prefix,
-            earlier: &backends,
-        })? {
-            backends.push(backend);
-        }
-        if backends.is_empty() {
-            return Err(de::Error::custom("no backends"));
-        }
-        Ok(backends)
-    }
-}
-
-/// Deserializes one backend, checking it against the ones before it.
-struct BackendSeed<'a> {
-    prefix: &'static str,
-    earlier: &'a [BackendConfig],
-}
-
-impl BackendSeed<'_> {
-    fn name(&self, index: usize) -> String {
-        format!("{}[{index}]", self.prefix)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum BackendField {
-    Id,
-    Host,
-    Port,
-}
-
-impl<'de> DeserializeSeed<'de> for BackendSeed<'_> {
-    type Value = BackendConfig;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<BackendConfig, D::Error> {
-        deserializer.deserialize_struct("backend", &["id", "host", "port"], self)
-    }
-}
-
-impl<'de> Visitor<'de> for BackendSeed<'_> {
-    type Value = BackendConfig;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a backend with id, host and port")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendConfig, A::Error> {
-        let (mut id, mut host, mut port) = (None, None, None);
-        while let Some(field) = map.next_key()? {
-            match field {
-                BackendField::Id if id.is_some() => return Err(de::Error::duplicate_field("id")),
-                BackendField::Host if host.is_some() => {
-                    return Err(de::Error::duplicate_field("host"))
-                }
-                BackendField::Port if port.is_some() => {
-                    return Err(de::Error::duplicate_field("port"))
-                }
-                BackendField::Id => id = Some(map.next_value_seed(IdSeed(&self))?),
-                BackendField::Host => host = Some(map.next_value_seed(HostSeed)?),
-                BackendField::Port => port = Some(map.next_value::<Port>()?.0),
-            }
-        }
-        let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
-        let (host, ip) = host.ok_or_else(|| de::Error::missing_field("host"))?;
-        let port = port.ok_or_else(|| de::Error::missing_field("port"))?;
-        let addr = SocketAddr::new(ip, port);
-        for (i, other) in self.earlier.iter().enumerate() {
-            let (this, that) = (host_port(&host, port), host_port(&other.host, other.port));
-            if this == that {
-                let msg = format!("duplicate backend {this} (also {})", self.name(i));
-                return Err(de::Error::custom(msg));
-            }
-            if other.addr == addr {
-                let name = self.name(i);
-                let msg =
-                    format!("duplicate backend {this}: same address {addr} as {name} ({that})");
-                return Err(de::Error::custom(msg));
-            }
-        }
-        Ok(BackendConfig {
-            id,
-            host,
-            port,
-            addr,
-        })
-    }
-}
-
-/// A backend id, unique within the list.
-struct IdSeed<'a, 'b>(&'a BackendSeed<'b>);
-
-impl<'de> DeserializeSeed<'de> for IdSeed<'_, '_> {
-    type Value = u64;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
-        deserializer.deserialize_u64(self)
-    }
-}
-
-impl Visitor<'_> for IdSeed<'_, '_> {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a backend id (a non-negative integer)")
-    }
-
-    fn visit_u64<E: de::Error>(self, id: u64) -> Result<u64, E> {
-        match self.0.earlier.iter().position(|b| b.id == id) {
-            Some(i) => Err(E::custom(format!(
-                "duplicate id {id} (also {})",
-                self.0.name(i)
-            ))),
-            None => Ok(id),
-        }
-    }
-
-    fn visit_i64<E: de::Error>(self, id: i64) -> Result<u64, E> {
-        match u64::try_from(id) {
-            Ok(id) => self.visit_u64(id),
-            Err(_) => Err(E::custom(format!("id must not be negative, got {id}"))),
-        }
-    }
-}
-
-/// A backend host, resolved to its first address now so that a typo fails at startup, not at the first request.
-struct HostSeed;
-
-impl<'de> DeserializeSeed<'de> for HostSeed {
-    type Value = (String, IpAddr);
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl Visitor<'_> for HostSeed {
-    type Value = (String, IpAddr);
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a host name or IP address")
-    }
-
-    fn visit_str<E: de::Error>(self, host: &str) -> Result<Self::Value, E> {
-        if host.trim().is_empty() {
-            return Err(E::custom("must not be empty"));
-        }
-        // Accept the URL spelling of an IPv6 literal too: `[::1]`.
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        match resolve(bare) {
-            Ok(Some(ip)) => Ok((host.to_string(), ip)),
-            Ok(None) => Err(E::custom(format!("cannot resolve {host:?}: no addresses"))),
-            Err(e) => Err(E::custom(format!("cannot resolve {host:?}: {e}"))),
-        }
-    }
-}
-
-thread_local! {
-    /// Set while [`offline`] runs: host names are not resolved.
-    static OFFLINE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with backend hosts resolved without the network: an IP address or `localhost` resolves, any other name
-/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query.
-pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            OFFLINE.with(|offline| offline.set(self.0));
-        }
-    }
-    let _reset = Reset(OFFLINE.with(|offline| offline.replace(true)));
-    f()
-}
-
-/// The first address of `host` (the system's resolver; see [`offline`]).
-fn resolve(host: &str) -> std::io::Result<Option<IpAddr>> {
-    if !OFFLINE.with(Cell::get) {
-        return (host, 0)
-            .to_socket_addrs()
-            .map(|mut addrs| addrs.next().map(|a| a.ip()));
-    }
-    match host.parse::<IpAddr>() {
-        Ok(ip) => Ok(Some(ip)),
-        Err(_) if host.eq_ignore_ascii_case("localhost") => Ok(Some(IpAddr::from([127, 0, 0, 1]))),
-        Err(_) => Err(std::io::Error::other("not resolved (offline)")),
     }
 }
 
@@ -574,5 +368,38 @@ impl Visitor<'_> for StatusRangeVisitor {
             return Err(bad(format!("{low} is above {high}")));
         }
         Ok(StatusRange(low..=high))
+    }
+}
+
+/// A path to a file (a certificate, a key, a CA bundle): not empty. Whether it can be read is checked where it is
+/// loaded, which names the file and the problem.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct FilePath(pub std::path::PathBuf);
+
+impl TryFrom<String> for FilePath {
+    type Error = &'static str;
+
+    fn try_from(path: String) -> Result<Self, Self::Error> {
+        match path.trim().is_empty() {
+            true => Err("must not be empty"),
+            false => Ok(FilePath(path.into())),
+        }
+    }
+}
+
+/// A TLS server name (SNI): a DNS name or an IP address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ServerName(pub String);
+
+impl TryFrom<String> for ServerName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        match rustls_pki_types::ServerName::try_from(name.as_str()) {
+            Ok(_) => Ok(ServerName(name)),
+            Err(_) => Err(format!("not a DNS name or IP address: {name:?}")),
+        }
     }
 }

@@ -23,9 +23,13 @@
 //! Backend hosts are resolved once, at load, to their first address: a typo fails at startup, and the proxy never
 //! waits on DNS. The listen host is kept as written; the server resolves and binds it.
 
+mod backends;
+pub(crate) use backends::offline;
 pub mod duration;
 pub mod file;
+mod listeners;
 mod sniff;
+mod transport;
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -36,6 +40,8 @@ use serde_path_to_error::Segment;
 
 pub use file::AccessLogFormat;
 use file::{ArrayForm, FileConfig};
+pub use listeners::{CertificatePaths, Cidr, ListenerConfig, ListenerKind, Mode, TlsConfig};
+pub use transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
 
 /// Everything `lb` needs to run, validated.
 #[derive(Debug, Clone)]
@@ -56,6 +62,11 @@ pub struct Config {
     pub pool: PoolConfig,
     /// The admin plane's listener, when it is on.
     pub admin: Option<AdminConfig>,
+    /// Every listener: the first is the main one (`host`, `port`, TLS when `tls` is set, `mode`, `accept_proxy`),
+    /// then the `[[listeners]]` of the file.
+    pub listeners: Vec<ListenerConfig>,
+    /// The certificates of TLS listeners (`[tls]`, `--tls-cert`/`--tls-key`).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Where the admin plane listens and what it asks of a request.
@@ -83,6 +94,8 @@ pub struct BackendConfig {
     pub port: u16,
     /// Resolved at load time.
     pub addr: SocketAddr,
+    /// How it is reached beyond its address (protocol, TLS, PROXY header).
+    pub options: BackendOptions,
 }
 
 impl BackendConfig {
@@ -109,6 +122,19 @@ pub struct HealthConfig {
     pub rise: u32,
     pub fall: u32,
     pub statuses: Vec<RangeInclusive<u16>>,
+    /// A GET of `path` (HTTP) or only a connect (TCP).
+    pub kind: HealthKind,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// `GET path`, passing on one of `statuses`.
+    #[default]
+    Http,
+    /// A TCP connect (and a TLS handshake for a TLS backend).
+    Tcp,
 }
 
 impl HealthConfig {
@@ -147,6 +173,8 @@ pub struct Overrides {
     pub access_log_format: Option<AccessLogFormat>,
     /// `--admin ADDR`.
     pub admin: Option<SocketAddr>,
+    /// `--tls-cert` and `--tls-key`: the main listener's default certificate (replaces `[tls]`'s `cert`/`key`).
+    pub tls_cert: Option<CertificatePaths>,
 }
 
 /// A config that cannot be used. `Display` is the one line shown to the user (without the leading `error: `).
@@ -188,7 +216,8 @@ pub fn from_text(
         Some(hint) => ConfigError(format!("{line}; {hint}")),
         None => ConfigError(line),
     })?;
-    resolve(file, overrides).map_err(|e| match e.0.starts_with("admin") {
+    let named = ["admin", "tls", "listeners"];
+    resolve(file, overrides).map_err(|e| match named.iter().any(|key| e.0.starts_with(key)) {
         true => ConfigError(format!("{name}: {}", e.0)),
         false => e,
     })
@@ -328,6 +357,10 @@ pub fn from_backends(
         pool: file::FilePool::default(),
         admin: None,
         admin_token: None,
+        mode: None,
+        tls: None,
+        listeners: None,
+        accept_proxy: None,
     };
     resolve(file, overrides)
 }
@@ -356,6 +389,7 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         return Err(flag("--interval", "must be greater than 0".to_string()));
     }
 
+    let mode = file.mode.unwrap_or_default();
     let health = file.health_check;
     let interval = overrides
         .interval
@@ -370,7 +404,57 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         rise: health.rise.map_or(2, |n| n.0),
         fall: health.fall.map_or(3, |n| n.0),
         statuses: health.statuses.map_or_else(|| vec![200..=399], |s| s.0),
+        kind: health.kind.unwrap_or(match mode {
+            Mode::Tcp => HealthKind::Tcp,
+            Mode::Http => HealthKind::Http,
+        }),
     };
+
+    let tls = match (file.tls, overrides.tls_cert.clone()) {
+        (None, None) => None,
+        (Some(tls), None) => Some(tls.resolve().map_err(ConfigError)?),
+        (tls, Some(cert)) => {
+            let mut certificates = vec![cert];
+            if let Some(tls) = tls {
+                // The flags replace the table's default certificate; its SNI certificates stay.
+                let rest = listeners::FileTls {
+                    cert: None,
+                    key: None,
+                    ..tls
+                };
+                if !rest.certificates.is_empty() {
+                    certificates.extend(rest.resolve().map_err(ConfigError)?.certificates);
+                }
+            }
+            Some(TlsConfig { certificates })
+        }
+    };
+    let accept_proxy = file.accept_proxy.unwrap_or_default();
+    let host = overrides
+        .host
+        .clone()
+        .or(file.host.map(|h| h.0))
+        .unwrap_or_else(|| DEFAULT_HOST.to_string());
+    let port = overrides
+        .port
+        .or(file.port.map(|p| p.0))
+        .unwrap_or(DEFAULT_PORT);
+    let mut listeners = vec![ListenerConfig {
+        host: host.clone(),
+        port,
+        kind: match tls {
+            Some(_) => ListenerKind::Tls,
+            None => ListenerKind::Plain,
+        },
+        mode,
+        accept_proxy: accept_proxy.clone(),
+    }];
+    for (i, listener) in file.listeners.unwrap_or_default().into_iter().enumerate() {
+        let listener = listener
+            .resolve(mode, &accept_proxy, tls.is_some())
+            .map_err(|problem| ConfigError(format!("listeners[{i}]: {problem}")))?;
+        listeners.push(listener);
+    }
 
     let t = file.timeouts;
     let secs = |d: Option<file::PositiveDuration>, default: u64| {
@@ -406,15 +490,10 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
 
     Ok(Config {
         admin,
-        host: overrides
-            .host
-            .clone()
-            .or(file.host.map(|h| h.0))
-            .unwrap_or_else(|| DEFAULT_HOST.to_string()),
-        port: overrides
-            .port
-            .or(file.port.map(|p| p.0))
-            .unwrap_or(DEFAULT_PORT),
+        host,
+        port,
+        listeners,
+        tls,
         workers: overrides
             .workers
             .or(file.workers.map(|n| n.0 as usize))

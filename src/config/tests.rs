@@ -146,6 +146,7 @@ fn overrides_win_over_the_file() {
         access_log: false,
         access_log_format: None,
         admin: None,
+        tls_cert: None,
     };
     let c = load_text("lb.toml", FULL_TOML, &o).unwrap();
     assert_eq!((c.host.as_str(), c.port, c.workers), ("localhost", 0, 3));
@@ -268,11 +269,11 @@ fn from_text_is_load_without_the_file() {
 fn offline_resolves_addresses_and_localhost_only() {
     let text =
         r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
-    let c = file::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
+    let c = super::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
     assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
     assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
     let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
-    let e = file::offline(|| from_text("a.json", text, false, &Overrides::default()));
+    let e = super::offline(|| from_text("a.json", text, false, &Overrides::default()));
     assert_eq!(
         e.unwrap_err().to_string(),
         r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
@@ -326,7 +327,7 @@ mod error_lines {
         ("servers.json", r#"[{"host": "127.0.0.1", "port": 80}]"#, "servers.json:1:34: [0]: missing field `id`"),
         ("servers.json", r#"[{"id": 1, "port": 80}]"#, "servers.json:1:22: [0]: missing field `host`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1"}]"#, "servers.json:1:31: [0]: missing field `port`"),
-        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "weight": 2}]"#, "servers.json:1:52: [0].weight: unknown field `weight`, expected one of `id`, `host`, `port`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "weight": 2}]"#, "servers.json:1:52: [0].weight: unknown field `weight`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "port": 81}]"#, "servers.json:1:50: [0]: duplicate field `port`"),
         ("servers.json", r#"[{"id": "1", "host": "127.0.0.1", "port": 80}]"#, r#"servers.json:1:11: [0].id: invalid type: string "1", expected a backend id (a non-negative integer)"#),
         ("servers.json", r#"[{"id": -1, "host": "127.0.0.1", "port": 80}]"#, "servers.json:1:10: [0].id: id must not be negative, got -1"),
@@ -344,7 +345,7 @@ mod error_lines {
         // The full form in JSON.
         ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),
@@ -362,7 +363,7 @@ mod error_lines {
         ("lb.json", r#"{"backends": {B}, "health_check": {"statuses": []}}"#, "lb.json:1:92: health_check.statuses: no statuses: no check could ever pass"),
         ("lb.json", r#"{"backends": {B}, "health_check": {"path": "health"}}"#, r#"lb.json:1:95: health_check.path: must start with '/', got "health""#),
         ("lb.json", r#"{"backends": {B}, "health_check": {"path": "/a b"}}"#, r#"lb.json:1:93: health_check.path: must not contain spaces or control characters, got "/a b""#),
-        ("lb.json", r#"{"backends": {B}, "health_check": {"retries": 1}}"#, "lb.json:1:87: health_check.retries: unknown field `retries`, expected one of `path`, `interval`, `timeout`, `rise`, `fall`, `statuses`"),
+        ("lb.json", r#"{"backends": {B}, "health_check": {"retries": 1}}"#, "lb.json:1:87: health_check.retries: unknown field `retries`, expected one of `path`, `interval`, `timeout`, `rise`, `fall`, `statuses`, `type`"),
         ("lb.json", r#"{"backends": {B}, "timeouts": {"connect": 0}}"#, "lb.json:1:86: timeouts.connect: must be greater than 0"),
         ("lb.json", r#"{"backends": {B}, "timeouts": {"drain": -1}}"#, "lb.json:1:85: timeouts.drain: must not be negative"),
         ("lb.json", r#"{"backends": {B}, "timeouts": {"idle": "5x"}}"#, r#"lb.json:1:86: timeouts.idle: unknown unit "x" in "5x" (use ms, s, m or h)"#),
@@ -375,7 +376,7 @@ mod error_lines {
         ("lb.toml", r#"port = 8000\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8002\n"#, "lb.toml:9:6: backends[1].id: duplicate id 1 (also backends[0])"),
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 70000\n"#, "lb.toml:4:8: backends[0].port: port must be between 1 and 65535, got 70000"),
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\n"#, "lb.toml:1:1: backends[0]: missing field `port`"),
-        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nweight = 2\n"#, "lb.toml:5:1: backends[0].weight: unknown field `weight`, expected one of `id`, `host`, `port`"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nweight = 2\n"#, "lb.toml:5:1: backends[0].weight: unknown field `weight`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`"),
         ("lb.toml", r#"port = 'x'\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\n"#, r#"lb.toml:1:8: port: invalid type: string "x", expected an integer from 0 to 65535"#),
         ("lb.toml", r#"port = 8000\n[[backends]\n"#, "lb.toml:2:11: invalid table header; expected `.`, `]]`"),
         ("lb.toml", r#"port = 8000\n"#, "lb.toml:1:1: missing field `backends`"),
@@ -429,6 +430,7 @@ fn an_ipv6_backend_is_written_in_brackets() {
         host: "::1".into(),
         port: 8001,
         addr: "[::1]:8001".parse().unwrap(),
+        options: Default::default(),
     };
     assert_eq!(backend.authority(), "[::1]:8001");
 }

@@ -1,4 +1,5 @@
-//! One backend's checks: a check (`GET <path>` on a fresh connection, within the check timeout), the loop that
+//! One backend's checks: a check (`GET <path>` on a fresh connection, or only the connection for a `tcp` check,
+//! within the check timeout), the loop that
 //! checks every interval and flips the backend's health through the rise/fall machine, and the check before
 //! traffic (`check_once`). Every check that was made is recorded in the backend's state (counters, history: see
 //! `backend::history`) and logged at debug.
@@ -11,15 +12,15 @@ use bytes::Bytes;
 use http::{header, Request};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Flip, HealthState};
 use crate::backend::history::Check;
 use crate::backend::Backend;
-use crate::config::HealthConfig;
-use crate::failure::{describe_io, describe_io_static, is_local_shortage};
+use crate::config::{HealthConfig, HealthKind};
+use crate::failure::{describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
+use crate::upstream::{connector, ConnectError};
 
 /// How soon a check that could not be made for a local reason is tried again.
 const LOCAL_RETRY: Duration = Duration::from_millis(100);
@@ -27,8 +28,8 @@ const LOCAL_RETRY: Duration = Duration::from_millis(100);
 /// What one check found.
 #[derive(Debug)]
 enum Verdict {
-    /// The backend answered this status, which passes.
-    Pass(u16),
+    /// The backend answered this status, which passes (`None`: a TCP check, which asks for no status).
+    Pass(Option<u16>),
     /// It did not answer in time, or with a status that does not pass (then `status` is it).
     Fail { status: Option<u16>, error: String },
     /// No verdict: the check could not be made for a local reason (the reason, for the log).
@@ -61,7 +62,7 @@ impl Made {
         let (ok, status, error) = match self.verdict {
             Verdict::Pass(status) => {
                 tracing::debug!(status, %ms, "{backend} health check passed");
-                (true, Some(status), None)
+                (true, status, None)
             }
             Verdict::Fail { status, error } => {
                 tracing::debug!(status, %error, %ms, "{backend} health check failed");
@@ -165,8 +166,9 @@ async fn check(backend: &Backend, config: &HealthConfig) -> Made {
             error: format!("timed out after {:?}", config.timeout),
         },
         Ok(Err(verdict)) => verdict,
-        Ok(Ok(status)) if config.passes(status) => Verdict::Pass(status),
-        Ok(Ok(status)) => Verdict::Fail {
+        Ok(Ok(None)) => Verdict::Pass(None),
+        Ok(Ok(Some(status))) if config.passes(status) => Verdict::Pass(Some(status)),
+        Ok(Ok(Some(status))) => Verdict::Fail {
             status: Some(status),
             error: format!("status {status}"),
         },
@@ -178,18 +180,24 @@ async fn check(backend: &Backend, config: &HealthConfig) -> Made {
     }
 }
 
-async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, Verdict> {
+/// The status the backend answered (`None` for a TCP check, which passes once connected), or why there is none.
+async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, Verdict> {
     let fail = |error: String| Verdict::Fail {
         status: None,
         error,
     };
-    let stream =
-        TcpStream::connect(backend.addr).await.map_err(|error| {
-            match is_local_shortage(&error) {
-                true => Verdict::Local(describe_io_static(&error)),
-                false => fail(describe_io(&error)),
+    // The check's own timeout bounds the connect.
+    let stream = connector::connect(backend, config.timeout, None)
+        .await
+        .map_err(|error| match error {
+            ConnectError::Io(error) if is_local_shortage(&error) => {
+                Verdict::Local(describe_io_static(&error))
             }
+            other => fail(other.to_string()),
         })?;
+    if config.kind == HealthKind::Tcp {
+        return Ok(None);
+    }
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| fail(error.to_string()))?;
@@ -214,6 +222,6 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<u16, Verdict>
         },
     };
     response
-        .map(|r| r.status().as_u16())
+        .map(|r| Some(r.status().as_u16()))
         .map_err(|error| fail(error.to_string()))
 }

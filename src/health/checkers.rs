@@ -162,6 +162,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: self.addr.port(),
                 addr: self.addr,
+                options: Default::default(),
             }
         }
     }

@@ -2,14 +2,17 @@
 //!
 //! - `snapshot`: the immutable routing state (backends, the balancer built over them, settings), published through
 //!   an `ArcSwap`; a new snapshot carries each backend's live state over by identity.
+//! - `connector`: a new connection to any backend (TCP, TLS, a PROXY header first), for the generic path and the
+//!   health checks.
 //! - `pool`: keep-alive connections to backends, one pool per worker thread (no locks on the hot path).
 //!
 //! A backend's identity and live state are `crate::backend`'s (below this module and `balance`, which both read
 //! them); [`Backend`] is named here too for the proxy, which reaches backends through this module.
 
+pub mod connector;
 mod pool;
 mod snapshot;
 
 pub use crate::backend::Backend;
-pub use pool::{KeepAlive, Lease, Pool, Reuse};
+pub use pool::{ConnectError, KeepAlive, Lease, Pool, Reuse};
 pub use snapshot::{Routing, Snapshot};

@@ -24,6 +24,10 @@ use crate::config::{AccessLogFormat, Config, PoolConfig, Timeouts};
 pub struct Snapshot {
     pub backends: Vec<Arc<Backend>>,
     pub balancer: Box<dyn Balance>,
+    /// Whether every backend is reached as HTTP/1.1 in clear text without a PROXY header: then HTTP/1.1 clients
+    /// are served by the fast path (`h1`, `proxy`); otherwise by the generic one (hyper's client, any protocol).
+    #[allow(dead_code)] // read by the connection (issue 10, in progress)
+    pub plain: bool,
     pub timeouts: Timeouts,
     pub pool: PoolConfig,
     /// The access log's format, when it is on.
@@ -54,6 +58,7 @@ impl Snapshot {
             })
             .collect();
         Snapshot {
+            plain: backends.iter().all(|b| b.options.is_plain()),
             balancer: balance::build(&backends),
             backends,
             timeouts: config.timeouts.clone(),
@@ -113,6 +118,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            options: Default::default(),
         }
     }
 

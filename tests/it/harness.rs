@@ -296,6 +296,31 @@ impl TestLb {
     }
 
     /// Replaces the config file lb was started with (for a reload to find).
+    /// The address of `[[listeners]]` entry `index` (0: the first extra listener), from its `also listening on`
+    /// line.
+    #[allow(dead_code)] // used by the listener tests (issue 10, in progress)
+    pub async fn listener(&self, index: usize) -> SocketAddr {
+        let mut found = Vec::new();
+        wait_until(
+            "the extra listeners' lines",
+            Duration::from_secs(5),
+            async || {
+                found = self
+                    .logs()
+                    .iter()
+                    .filter_map(|line| {
+                        let rest =
+                            &line[line.find("also listening on ")? + "also listening on ".len()..];
+                        rest.split_whitespace().next()?.parse().ok()
+                    })
+                    .collect::<Vec<SocketAddr>>();
+                found.len() > index
+            },
+        )
+        .await;
+        found[index]
+    }
+
     pub fn rewrite_config(&self, contents: &str) {
         std::fs::write(&self.config, contents).expect("rewrite the config");
     }

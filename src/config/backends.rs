@@ -1,0 +1,338 @@
+//! The backend list as a file writes it: each entry read by a hand-written visitor that sees the entries before it
+//! (duplicate ids and addresses are refused where they are written), its host resolved as it is read, and the
+//! optional per-backend settings (how the backend is reached: `protocol`, `tls` with `ca`, `sni`, `client_cert` and
+//! `client_key`, `send_proxy`).
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::file::{ArrayForm, Backends, FilePath, Port, ServerName};
+use super::{
+    host_port, BackendConfig, BackendOptions, ClientCertificate, Protocol, ProxyVersion,
+    UpstreamTls,
+};
+impl<'de> Deserialize<'de> for Backends {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let visitor = BackendsVisitor { prefix: "backends" };
+        deserializer.deserialize_seq(visitor).map(Backends)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArrayForm {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let visitor = BackendsVisitor { prefix: "" };
+        deserializer.deserialize_seq(visitor).map(ArrayForm)
+    }
+}
+
+struct BackendsVisitor {
+    /// How messages name the list, to point at the earlier entry of a duplicate.
+    prefix: &'static str,
+}
+
+impl<'de> Visitor<'de> for BackendsVisitor {
+    type Value = Vec<BackendConfig>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of backends")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut backends = Vec::new();
+        while let Some(backend) = seq.next_element_seed(BackendSeed {
+            prefix: self.prefix,
+            earlier: &backends,
+        })? {
+            backends.push(backend);
+        }
+        if backends.is_empty() {
+            return Err(de::Error::custom("no backends"));
+        }
+        Ok(backends)
+    }
+}
+
+/// Deserializes one backend, checking it against the ones before it.
+struct BackendSeed<'a> {
+    prefix: &'static str,
+    earlier: &'a [BackendConfig],
+}
+
+impl BackendSeed<'_> {
+    fn name(&self, index: usize) -> String {
+        format!("{}[{index}]", self.prefix)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum BackendField {
+    Id,
+    Host,
+    Port,
+    Protocol,
+    Tls,
+    Ca,
+    Sni,
+    ClientCert,
+    ClientKey,
+    SendProxy,
+}
+
+const BACKEND_FIELDS: &[&str] = &[
+    "id",
+    "host",
+    "port",
+    "protocol",
+    "tls",
+    "ca",
+    "sni",
+    "client_cert",
+    "client_key",
+    "send_proxy",
+];
+
+impl<'de> DeserializeSeed<'de> for BackendSeed<'_> {
+    type Value = BackendConfig;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<BackendConfig, D::Error> {
+        deserializer.deserialize_struct("backend", BACKEND_FIELDS, self)
+    }
+}
+
+/// The optional settings of one backend as written, checked together once the entry is read.
+#[derive(Default)]
+struct Written {
+    protocol: Option<Protocol>,
+    tls: Option<bool>,
+    ca: Option<FilePath>,
+    sni: Option<ServerName>,
+    client_cert: Option<FilePath>,
+    client_key: Option<FilePath>,
+    send_proxy: Option<ProxyVersion>,
+}
+
+/// Stores a field's value, refusing a second one.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl Written {
+    /// The backend's options, or why they do not fit together.
+    fn options<E: de::Error>(self) -> Result<BackendOptions, E> {
+        let protocol = self.protocol.unwrap_or_default();
+        let tls = match (self.tls, protocol) {
+            (Some(false), Protocol::H2) => {
+                return Err(E::custom(
+                    "protocol \"h2\" is HTTP/2 over TLS and cannot have tls = false (\"h2c\" is HTTP/2 in clear text)",
+                ))
+            }
+            (Some(tls), _) => tls,
+            (None, protocol) => protocol == Protocol::H2,
+        };
+        let needs_tls = [
+            ("ca", self.ca.is_some()),
+            ("sni", self.sni.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+        ];
+        if let Some((key, _)) = needs_tls.iter().find(|(_, set)| *set && !tls) {
+            return Err(E::custom(format!(
+                "{key} is a TLS setting: it needs tls = true"
+            )));
+        }
+        let client = match (self.client_cert, self.client_key) {
+            (Some(cert), Some(key)) => Some(ClientCertificate {
+                cert: cert.0,
+                key: key.0,
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(E::custom("client_cert needs client_key too")),
+            (None, Some(_)) => return Err(E::custom("client_key needs client_cert too")),
+        };
+        Ok(BackendOptions {
+            protocol,
+            tls: tls.then(|| UpstreamTls {
+                ca: self.ca.map(|p| p.0),
+                sni: self.sni.map(|n| n.0),
+                client,
+            }),
+            send_proxy: self.send_proxy,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for BackendSeed<'_> {
+    type Value = BackendConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a backend with id, host and port")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendConfig, A::Error> {
+        let (mut id, mut host, mut port) = (None, None, None);
+        let mut written = Written::default();
+        while let Some(field) = map.next_key()? {
+            match field {
+                BackendField::Id if id.is_some() => return Err(de::Error::duplicate_field("id")),
+                BackendField::Host if host.is_some() => {
+                    return Err(de::Error::duplicate_field("host"))
+                }
+                BackendField::Port if port.is_some() => {
+                    return Err(de::Error::duplicate_field("port"))
+                }
+                BackendField::Id => id = Some(map.next_value_seed(IdSeed(&self))?),
+                BackendField::Host => host = Some(map.next_value_seed(HostSeed)?),
+                BackendField::Port => port = Some(map.next_value::<Port>()?.0),
+                BackendField::Protocol => once(&mut written.protocol, "protocol", &mut map)?,
+                BackendField::Tls => once(&mut written.tls, "tls", &mut map)?,
+                BackendField::Ca => once(&mut written.ca, "ca", &mut map)?,
+                BackendField::Sni => once(&mut written.sni, "sni", &mut map)?,
+                BackendField::ClientCert => {
+                    once(&mut written.client_cert, "client_cert", &mut map)?
+                }
+                BackendField::ClientKey => once(&mut written.client_key, "client_key", &mut map)?,
+                BackendField::SendProxy => once(&mut written.send_proxy, "send_proxy", &mut map)?,
+            }
+        }
+        let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
+        let (host, ip) = host.ok_or_else(|| de::Error::missing_field("host"))?;
+        let port = port.ok_or_else(|| de::Error::missing_field("port"))?;
+        let addr = SocketAddr::new(ip, port);
+        for (i, other) in self.earlier.iter().enumerate() {
+            let (this, that) = (host_port(&host, port), host_port(&other.host, other.port));
+            if this == that {
+                let msg = format!("duplicate backend {this} (also {})", self.name(i));
+                return Err(de::Error::custom(msg));
+            }
+            if other.addr == addr {
+                let name = self.name(i);
+                let msg =
+                    format!("duplicate backend {this}: same address {addr} as {name} ({that})");
+                return Err(de::Error::custom(msg));
+            }
+        }
+        Ok(BackendConfig {
+            id,
+            host,
+            port,
+            addr,
+            options: written.options()?,
+        })
+    }
+}
+
+/// A backend id, unique within the list.
+struct IdSeed<'a, 'b>(&'a BackendSeed<'b>);
+
+impl<'de> DeserializeSeed<'de> for IdSeed<'_, '_> {
+    type Value = u64;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_u64(self)
+    }
+}
+
+impl Visitor<'_> for IdSeed<'_, '_> {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a backend id (a non-negative integer)")
+    }
+
+    fn visit_u64<E: de::Error>(self, id: u64) -> Result<u64, E> {
+        match self.0.earlier.iter().position(|b| b.id == id) {
+            Some(i) => Err(E::custom(format!(
+                "duplicate id {id} (also {})",
+                self.0.name(i)
+            ))),
+            None => Ok(id),
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, id: i64) -> Result<u64, E> {
+        match u64::try_from(id) {
+            Ok(id) => self.visit_u64(id),
+            Err(_) => Err(E::custom(format!("id must not be negative, got {id}"))),
+        }
+    }
+}
+
+/// A backend host, resolved to its first address now so that a typo fails at startup, not at the first request.
+struct HostSeed;
+
+impl<'de> DeserializeSeed<'de> for HostSeed {
+    type Value = (String, IpAddr);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for HostSeed {
+    type Value = (String, IpAddr);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a host name or IP address")
+    }
+
+    fn visit_str<E: de::Error>(self, host: &str) -> Result<Self::Value, E> {
+        if host.trim().is_empty() {
+            return Err(E::custom("must not be empty"));
+        }
+        // Accept the URL spelling of an IPv6 literal too: `[::1]`.
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match resolve(bare) {
+            Ok(Some(ip)) => Ok((host.to_string(), ip)),
+            Ok(None) => Err(E::custom(format!("cannot resolve {host:?}: no addresses"))),
+            Err(e) => Err(E::custom(format!("cannot resolve {host:?}: {e}"))),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while [`offline`] runs: host names are not resolved.
+    static OFFLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with backend hosts resolved without the network: an IP address or `localhost` resolves, any other name
+/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query.
+pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            OFFLINE.with(|offline| offline.set(self.0));
+        }
+    }
+    let _reset = Reset(OFFLINE.with(|offline| offline.replace(true)));
+    f()
+}
+
+/// The first address of `host` (the system's resolver; see [`offline`]).
+fn resolve(host: &str) -> std::io::Result<Option<IpAddr>> {
+    if !OFFLINE.with(Cell::get) {
+        return (host, 0)
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.next().map(|a| a.ip()));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(Some(ip)),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => Ok(Some(IpAddr::from([127, 0, 0, 1]))),
+        Err(_) => Err(std::io::Error::other("not resolved (offline)")),
+    }
+}
