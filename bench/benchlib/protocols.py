@@ -84,8 +84,9 @@ def h2_get(port: int, tls: bool, timeout: float = 5.0) -> tuple[int, bytes]:
     m = re.search(r":status: (\d+)", out)
     body = re.search(r"^(hello from \d+)", out, re.M)
     if not m:
+        errs = [ln.split("[ERROR]", 1)[1].strip() for ln in out.splitlines() if "[ERROR]" in ln]
         lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-        return 0, (" / ".join(lines[-3:]) or f"nghttp exited with {p.returncode}").encode()
+        return 0, (errs[0] if errs else " / ".join(lines[-2:]) or f"nghttp exited with {p.returncode}").encode()
     return int(m.group(1)), body.group(1).encode() if body else b""
 
 
@@ -151,7 +152,24 @@ class ProtoLb(ProtoMixin, Lb):
                 raise Skip(f"this lb does not take {feature} yet (it refused the config: {line.strip()})") from e
             raise
 
+    def not_served(self) -> str | None:
+        """What an lb that takes the config but does not serve such a listener yet logs per connection."""
+        for line in reversed(tail(self.logfile, 40).splitlines()):
+            m = re.search(r"(\S+ listener in \S+ mode: not served yet)", line)
+            if m:
+                return m.group(1)
+        return None
+
     def wait_ready(self, timeout: float = 20.0) -> None:
+        try:
+            self.ready(timeout)
+        except StartError as e:
+            said = self.not_served()
+            if said and self.alive():
+                raise Skip(f"this lb takes the config but does not serve it yet (its log: {said})") from e
+            raise
+
+    def ready(self, timeout: float) -> None:
         # lb gains HTTP/2 in parallel with this benchmark: tell `no HTTP/2 yet` (skipped) from a broken listener
         if self.kind == "h2c":
             wait_answer(self, lambda: Target.get(self), timeout)  # its plain listener must answer HTTP/1.1
@@ -160,20 +178,25 @@ class ProtoLb(ProtoMixin, Lb):
                 raise Skip("this lb does not speak HTTP/2 by prior knowledge on its plain listener yet (nghttp: "
                            f"{body.decode(errors='replace')[:200]})")
         elif self.scenario == "h2_tls":
-            wait_answer(self, lambda: https_get(self.port), timeout)  # TLS must work
+            wait_answer(self, lambda: https_get(self.port), timeout, self.not_served)  # TLS must work
             alpn = negotiated(self.port, "h2,http/1.1")["alpn"]
             if alpn != "h2" and self.alive():
                 raise Skip(f"this lb does not choose h2 by ALPN yet (it chose {alpn})")
+        else:
+            wait_answer(self, self.get, timeout, self.not_served)
         ProtoMixin.wait_ready(self, timeout)
 
 
-def wait_answer(t: Target, get, timeout: float) -> None:
-    """Call get() until it answers 200 `hello from N`; StartError if the target dies or the time is up."""
+def wait_answer(t: Target, get, timeout: float, give_up=None) -> None:
+    """Call get() until it answers 200 `hello from N`; StartError if the target dies, the time is up, or give_up()
+    says why no answer will come."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         if not t.alive():
             raise StartError(t.died())
+        if give_up and give_up():
+            raise StartError(f"{t.name}: {give_up()}")
         try:
             status, body = get()
             if status == 200 and body.startswith(b"hello from "):
