@@ -68,7 +68,8 @@ def parse_h2load(out: str) -> dict:
 
 
 def run_h2load(url: str, conns: int, seconds: float, log_file: Path | None = None) -> tuple[dict, str]:
-    argv = ["taskset", "-c", LOAD_CORE, "h2load", "-t1", f"-c{conns}", f"-m{STREAMS}", "-D", f"{max(1, round(seconds))}"]
+    argv = ["taskset", "-c", LOAD_CORE, "h2load", "-t1", f"-c{conns}", f"-m{STREAMS}",
+            "-D", str(max(1, round(seconds)))]
     if log_file:
         argv.append(f"--log-file={log_file}")
     argv.append(url)
