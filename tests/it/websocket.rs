@@ -1,7 +1,8 @@
 //! WebSocket through `lb` with a real client and server (tokio-tungstenite): the handshake reaches the backend with
 //! `Upgrade` and `Connection: upgrade` (and no other hop-by-hop header), messages of every size echo through the
-//! tunnel, and the close handshake works from either side, and a reload that keeps the backend does not cut the tunnel. The tunnel's mechanics (half-close, idle, drain, memory)
-//! are in `upgrade.rs`, with a made-up protocol whose bytes the test writes by hand.
+//! tunnel, the close handshake works from either side, and a reload that keeps the backend does not cut the tunnel.
+//! The tunnel's mechanics (half-close, idle, drain, memory) are in `upgrade.rs`, with a made-up protocol whose bytes
+//! the test writes by hand.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
