@@ -10,13 +10,21 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::pool::ConnectError;
+use super::tls_client::ALPN_H2;
 use crate::backend::Backend;
+use crate::config::Protocol;
+use crate::failure::{describe_io, Failure};
 
 /// A connection to a backend.
 pub enum Upstream {
     Plain(TcpStream),
+    /// Boxed: a TLS session is a few hundred bytes more than a socket.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Upstream {
@@ -25,17 +33,78 @@ impl Upstream {
     pub fn negotiated_h2(&self) -> bool {
         match self {
             Upstream::Plain(_) => false,
+            Upstream::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(ALPN_H2),
         }
     }
 }
 
-/// Connects to `backend` within `timeout`, sends `prelude` first if given (a PROXY protocol header), then does
-/// what the backend's config asks (TLS).
+/// Why TLS to a backend failed, once connected (or before, when it could not be set up).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The backend's certificate is not one we trust for its name (rustls says why).
+    #[error("certificate verify failed: {0}")]
+    Verify(rustls::Error),
+    /// The handshake failed otherwise: an alert from the backend, no common version or cipher, garbage.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(rustls::Error),
+    /// The connection failed during the handshake (reset, closed).
+    #[error("TLS handshake failed: {}", describe_io(.0))]
+    Io(io::Error),
+    /// The connect timeout (which covers connect and handshake) ran out during the handshake.
+    #[error("TLS handshake timed out after {0:?}")]
+    Timeout(Duration),
+    /// A backend with `protocol = "h2"` did not choose `h2` by ALPN.
+    #[error("the backend did not agree to HTTP/2 over TLS (ALPN {}), which protocol \"h2\" needs", alpn(.0))]
+    NoH2(Option<Vec<u8>>),
+    /// The backend's TLS setup could not be built (see `tls_client`).
+    #[error("TLS not set up: {0}")]
+    Setup(String),
+}
+
+fn alpn(chosen: &Option<Vec<u8>>) -> String {
+    match chosen {
+        None => "none".to_owned(),
+        Some(id) => format!("{:?}", String::from_utf8_lossy(id)),
+    }
+}
+
+impl TlsError {
+    /// The failure kind: a connect failure (nothing of a request was sent), or the socket's.
+    pub fn failure(&self) -> Failure {
+        match self {
+            TlsError::Timeout(_) => Failure::ConnectTimeout,
+            TlsError::Io(error) => Failure::of_io(error, true),
+            TlsError::Verify(_) | TlsError::Handshake(_) | TlsError::NoH2(_) | TlsError::Setup(_) => {
+                Failure::ConnectFailed
+            }
+        }
+    }
+
+    /// What a handshake's I/O error means: tokio-rustls carries rustls' own errors inside `io::Error`.
+    fn of_handshake(error: io::Error) -> TlsError {
+        let Some(inner) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+            return TlsError::Io(error);
+        };
+        match inner {
+            rustls::Error::InvalidCertificate(_) => TlsError::Verify(inner.clone()),
+            _ => TlsError::Handshake(inner.clone()),
+        }
+    }
+}
+
+/// Connects to `backend`, sends `prelude` first if given (a PROXY protocol header), then does what the backend's
+/// config asks (a TLS handshake, verified as its `tls` options say). `timeout` bounds all of it.
 pub async fn connect(
     backend: &Backend,
     timeout: Duration,
     prelude: Option<&[u8]>,
 ) -> Result<Upstream, ConnectError> {
+    let tls = match &backend.tls {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(problem)) => return Err(TlsError::Setup(problem.clone()).into()),
+    };
+    let deadline = Instant::now() + timeout;
     let connect = async {
         let mut stream = TcpStream::connect(backend.addr)
             .await
@@ -44,11 +113,24 @@ pub async fn connect(
         if let Some(prelude) = prelude {
             stream.write_all(prelude).await.map_err(ConnectError::Io)?;
         }
-        Ok(Upstream::Plain(stream))
+        Ok::<_, ConnectError>(stream)
     };
-    tokio::time::timeout(timeout, connect)
+    let stream = tokio::time::timeout_at(deadline, connect)
         .await
-        .map_err(|_| ConnectError::Timeout(timeout))?
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    let Some(tls) = tls else {
+        return Ok(Upstream::Plain(stream));
+    };
+    let handshake = TlsConnector::from(tls.config.clone()).connect(tls.server_name.clone(), stream);
+    let stream = tokio::time::timeout_at(deadline, handshake)
+        .await
+        .map_err(|_| TlsError::Timeout(timeout))?
+        .map_err(TlsError::of_handshake)?;
+    let chosen = stream.get_ref().1.alpn_protocol();
+    if backend.options.protocol == Protocol::H2 && chosen != Some(ALPN_H2) {
+        return Err(TlsError::NoH2(chosen.map(<[u8]>::to_vec)).into());
+    }
+    Ok(Upstream::Tls(Box::new(stream)))
 }
 
 impl AsyncRead for Upstream {
@@ -59,6 +141,7 @@ impl AsyncRead for Upstream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Upstream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
@@ -71,6 +154,7 @@ impl AsyncWrite for Upstream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Upstream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Upstream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -81,24 +165,28 @@ impl AsyncWrite for Upstream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Upstream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Upstream::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Upstream::Plain(stream) => stream.is_write_vectored(),
+            Upstream::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Upstream::Tls(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Upstream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Upstream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }
