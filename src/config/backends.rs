@@ -272,9 +272,12 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
                     &mut map,
                     PemSeed::Certificates,
                 )?,
-                BackendField::ClientKey => {
-                    once_seed(&mut written.client_key, "client_key", &mut map, PemSeed::Key)?
-                }
+                BackendField::ClientKey => once_seed(
+                    &mut written.client_key,
+                    "client_key",
+                    &mut map,
+                    PemSeed::Key,
+                )?,
                 BackendField::SendProxy => once(&mut written.send_proxy, "send_proxy", &mut map)?,
             }
         }

@@ -8,9 +8,9 @@
 use std::path::Path;
 
 use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::InconsistentKeys;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Every certificate in the PEM file `path` (at least one), or the problem, without the file's name.
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -19,9 +19,7 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| not_pem(&error))?;
     if certificates.is_empty() {
-        return Err(
-            "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".to_owned(),
-        );
+        return Err("no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".to_owned());
     }
     Ok(certificates)
 }
@@ -106,7 +104,10 @@ mod tests {
         let cert_file = file(&cert.pem());
         assert!(key_matches(cert_file.path(), both.path()).is_ok());
         let mismatch = key_matches(cert_file.path(), other.path()).unwrap_err();
-        assert!(mismatch.contains("is not the key of client_cert"), "{mismatch}");
+        assert!(
+            mismatch.contains("is not the key of client_cert"),
+            "{mismatch}"
+        );
 
         let missing = certificates(Path::new("/nonexistent/ca.pem")).unwrap_err();
         assert!(missing.starts_with("cannot read: "), "{missing}");

@@ -240,7 +240,8 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
 
 /// Sends `request` over HTTP/1.1 on `stream`; answers the response's status.
 async fn http1(stream: Upstream, request: Request<Empty<Bytes>>) -> hyper::Result<u16> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let mut exchange = std::pin::pin!(sender.send_request(request));
     // The connection is driven here rather than spawned, so a backend that hangs leaves nothing behind when the
     // check times out.

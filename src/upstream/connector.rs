@@ -74,15 +74,19 @@ impl TlsError {
         match self {
             TlsError::Timeout(_) => Failure::ConnectTimeout,
             TlsError::Io(error) => Failure::of_io(error, true),
-            TlsError::Verify(_) | TlsError::Handshake(_) | TlsError::NoH2(_) | TlsError::Setup(_) => {
-                Failure::ConnectFailed
-            }
+            TlsError::Verify(_)
+            | TlsError::Handshake(_)
+            | TlsError::NoH2(_)
+            | TlsError::Setup(_) => Failure::ConnectFailed,
         }
     }
 
     /// What a handshake's I/O error means: tokio-rustls carries rustls' own errors inside `io::Error`.
     fn of_handshake(error: io::Error) -> TlsError {
-        let Some(inner) = error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        let Some(inner) = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        else {
             return TlsError::Io(error);
         };
         match inner {
@@ -188,5 +192,99 @@ impl AsyncWrite for Upstream {
             Upstream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Upstream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::backend::TlsClient;
+    use crate::config::{BackendConfig, BackendOptions, UpstreamTls};
+    use crate::upstream::tls_client::Configs;
+
+    /// A TLS backend at `addr` trusting a CA of its own (which nothing it meets is signed by).
+    fn tls_backend(addr: std::net::SocketAddr, ca: &std::path::Path) -> Backend {
+        let config = BackendConfig {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+            addr,
+            options: BackendOptions {
+                tls: Some(UpstreamTls {
+                    ca: Some(ca.to_path_buf()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        };
+        let tls = Configs::default().for_backend(&config);
+        Backend::new(&config, None, 1).with_tls(tls)
+    }
+
+    fn ca_file() -> tempfile::NamedTempFile {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(ca.pem().as_bytes()).unwrap();
+        file
+    }
+
+    async fn failed(backend: &Backend, timeout: Duration) -> ConnectError {
+        match connect(backend, timeout, None).await {
+            Ok(_) => panic!("connected"),
+            Err(error) => error,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connect_timeout_covers_a_handshake_that_never_ends() {
+        // Accepts and never answers: the ClientHello waits for a ServerHello that never comes.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = tls_backend(silent.local_addr().unwrap(), ca_file().path());
+        assert!(matches!(backend.tls, Some(Ok(TlsClient { .. }))));
+
+        let started = std::time::Instant::now();
+        let error = failed(&backend, Duration::from_millis(200)).await;
+        assert_eq!(error.to_string(), "TLS handshake timed out after 200ms");
+        assert_eq!(error.failure(), Failure::ConnectTimeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_backend_whose_tls_could_not_be_set_up_fails_every_connect_saying_why() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = tls_backend(silent.local_addr().unwrap(), ca_file().path())
+            .with_tls(Some(Err("ca /gone.pem: cannot read".to_owned())));
+        let error = failed(&backend, Duration::from_secs(1)).await;
+        assert_eq!(
+            error.to_string(),
+            "TLS not set up: ca /gone.pem: cannot read"
+        );
+        assert_eq!(error.failure(), Failure::ConnectFailed);
+    }
+
+    #[tokio::test]
+    async fn a_plain_server_is_no_tls_backend() {
+        // Answers the ClientHello with HTTP/1.1: not TLS at all.
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = tls_backend(plain.local_addr().unwrap(), ca_file().path());
+        tokio::spawn(async move {
+            let (mut stream, _) = plain.accept().await.unwrap();
+            let answer = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+            let _ = stream.write_all(answer).await;
+        });
+        let error = failed(&backend, Duration::from_secs(5)).await;
+        assert!(
+            error.to_string().starts_with("TLS handshake failed: "),
+            "{error}"
+        );
+        assert_eq!(error.failure(), Failure::ConnectFailed);
     }
 }

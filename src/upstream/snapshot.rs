@@ -56,7 +56,8 @@ impl Snapshot {
                     addr: b.addr,
                 };
                 let known = previous.and_then(|previous| previous.backend(identity));
-                let backend = Backend::new(b, known.map(|known| known.state.clone()), config.workers);
+                let backend =
+                    Backend::new(b, known.map(|known| known.state.clone()), config.workers);
                 Arc::new(backend.with_tls(tls.for_backend(b)))
             })
             .collect();

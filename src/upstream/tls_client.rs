@@ -102,8 +102,8 @@ fn build(settings: &Settings) -> Result<ClientConfig, String> {
     let mut config = match settings.client {
         None => builder.with_no_client_auth(),
         Some(client) => {
-            let chain =
-                pem::certificates(&client.cert).map_err(|p| named("client_cert", &client.cert, &p))?;
+            let chain = pem::certificates(&client.cert)
+                .map_err(|p| named("client_cert", &client.cert, &p))?;
             let key =
                 pem::private_key(&client.key).map_err(|p| named("client_key", &client.key, &p))?;
             builder
@@ -195,7 +195,10 @@ mod tests {
         let [Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None] = &built[..] else {
             panic!("{built:?}");
         };
-        assert!(Arc::ptr_eq(&a.config, &b.config), "same settings, one config");
+        assert!(
+            Arc::ptr_eq(&a.config, &b.config),
+            "same settings, one config"
+        );
         assert!(!Arc::ptr_eq(&a.config, &c.config), "h2 is another ALPN");
         assert_eq!(a.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert_eq!(c.config.alpn_protocols, vec![b"h2".to_vec()]);
@@ -211,7 +214,10 @@ mod tests {
     fn a_file_gone_since_the_config_was_checked_is_the_backends_problem() {
         let gone = Path::new("/nonexistent/ca.pem");
         let backend = backend("a.test", tls(Some(gone), None, Protocol::Http1));
-        let problem = Configs::default().for_backend(&backend).unwrap().unwrap_err();
+        let problem = Configs::default()
+            .for_backend(&backend)
+            .unwrap()
+            .unwrap_err();
         assert!(
             problem.starts_with("ca /nonexistent/ca.pem: cannot read: "),
             "{problem}"

@@ -5,7 +5,8 @@
 use tokio::net::TcpListener;
 
 use crate::harness::{
-    backend_entry, path_line, toml_config, wait_until, wait_health, TestCa, TestLb, TlsBackend, PATIENCE,
+    backend_entry, path_line, toml_config, wait_health, wait_until, TestCa, TestLb, TlsBackend,
+    PATIENCE,
 };
 
 /// lb on this TOML config, with its admin plane.
@@ -139,11 +140,9 @@ async fn a_backend_that_requires_a_client_certificate_is_up_only_for_the_one_giv
     assert!(with.handshakes().iter().all(|h| h.client_cert));
     let reason = down_because(&lb, 2).await;
     assert!(!reason.is_empty());
-    wait_until(
-        "backend 2 refused a handshake",
-        PATIENCE,
-        async || !without.failed_handshakes().is_empty(),
-    )
+    wait_until("backend 2 refused a handshake", PATIENCE, async || {
+        !without.failed_handshakes().is_empty()
+    })
     .await;
     let refused = without.failed_handshakes().remove(0);
     assert!(
@@ -235,7 +234,11 @@ async fn a_tcp_check_of_a_tls_backend_does_the_handshake() {
             ],
         )
     };
-    let config = toml_config("", "type = \"tcp\"", &[entry(1, &good), entry(2, &misnamed)]);
+    let config = toml_config(
+        "",
+        "type = \"tcp\"",
+        &[entry(1, &good), entry(2, &misnamed)],
+    );
     let lb = start(&config).await;
 
     wait_health(&lb, 1, "up").await;

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use crate::harness::{
-    backend_entry, client, config_file, path_line, run_lb, toml_config, wait_health,
-    TestCa, TestLb, TlsBackend, PATIENCE,
+    backend_entry, client, config_file, path_line, run_lb, toml_config, wait_health, TestCa,
+    TestLb, TlsBackend, PATIENCE,
 };
 
 /// lb on this TOML config, with its admin plane.
@@ -95,7 +95,12 @@ async fn a_bad_ca_client_cert_or_client_key_stops_startup_naming_the_file_and_th
         }
     }
 
-    let h2c_over_tls = backend_entry(1, "127.0.0.1", addr, &["protocol = \"h2c\"".into(), "tls = true".into()]);
+    let h2c_over_tls = backend_entry(
+        1,
+        "127.0.0.1",
+        addr,
+        &["protocol = \"h2c\"".into(), "tls = true".into()],
+    );
     let line = refused(&toml_config("", "", &[h2c_over_tls])).await;
     assert!(line.contains("\"h2c\" is HTTP/2 in clear text"), "{line}");
 }
@@ -115,7 +120,10 @@ async fn a_reload_with_a_bad_ca_is_refused_and_one_that_renews_the_ca_takes_effe
     let lb = start(&config(&trusted)).await;
     let down = wait_health(&lb, 1, "down").await;
     assert!(
-        down["reason"].as_str().unwrap().contains("certificate verify failed"),
+        down["reason"]
+            .as_str()
+            .unwrap()
+            .contains("certificate verify failed"),
         "{down}"
     );
 
@@ -181,9 +189,10 @@ async fn requests_carry_the_sni_name_and_the_client_certificate_the_backend_asks
 
     let (status, body) = lb.get("/").await;
     assert_eq!((status, body.as_str()), (200, "hello from backend 1"));
-    assert!(backend.handshakes().iter().all(|h| {
-        h.sni.as_deref() == Some("api.internal.test") && h.client_cert
-    }));
+    assert!(backend
+        .handshakes()
+        .iter()
+        .all(|h| { h.sni.as_deref() == Some("api.internal.test") && h.client_cert }));
     assert!(backend.failed_handshakes().is_empty());
 }
 
@@ -193,20 +202,40 @@ async fn a_backend_with_a_certificate_for_another_name_is_down_and_gets_no_reque
     let ca = TestCa::new("test-ca");
     let good = TlsBackend::tls(1, &ca).start().await;
     let misnamed = TlsBackend::tls(2, &ca).names(&["other.test"]).start().await;
-    let lines = [path_line("ca", ca.path()), "sni = \"backend.test\"".to_owned()];
+    let lines = [
+        path_line("ca", ca.path()),
+        "sni = \"backend.test\"".to_owned(),
+    ];
     let entries = [
-        backend_entry(1, "127.0.0.1", good.addr(), &[&["tls = true".to_owned()][..], &lines].concat()),
-        backend_entry(2, "127.0.0.1", misnamed.addr(), &[&["tls = true".to_owned()][..], &lines].concat()),
+        backend_entry(
+            1,
+            "127.0.0.1",
+            good.addr(),
+            &[&["tls = true".to_owned()][..], &lines].concat(),
+        ),
+        backend_entry(
+            2,
+            "127.0.0.1",
+            misnamed.addr(),
+            &[&["tls = true".to_owned()][..], &lines].concat(),
+        ),
     ];
     let lb = start(&toml_config("", "", &entries)).await;
     let down = wait_health(&lb, 2, "down").await;
     assert!(
-        down["reason"].as_str().unwrap().contains("certificate verify failed"),
+        down["reason"]
+            .as_str()
+            .unwrap()
+            .contains("certificate verify failed"),
         "{down}"
     );
 
     let spread = lb.spread(6).await;
-    assert_eq!(spread.keys().copied().collect::<Vec<_>>(), [1], "{spread:?}");
+    assert_eq!(
+        spread.keys().copied().collect::<Vec<_>>(),
+        [1],
+        "{spread:?}"
+    );
     assert!(misnamed.request_versions().is_empty());
 }
 

@@ -348,7 +348,10 @@ where
 /// A `[[backends]]` entry of a TOML config: `id`, `host`, the port of `addr`, then `extra` lines as written
 /// (`tls = true`, `ca = "..."`).
 pub fn backend_entry(id: u64, host: &str, addr: SocketAddr, extra: &[String]) -> String {
-    let mut entry = format!("[[backends]]\nid = {id}\nhost = {host:?}\nport = {}\n", addr.port());
+    let mut entry = format!(
+        "[[backends]]\nid = {id}\nhost = {host:?}\nport = {}\n",
+        addr.port()
+    );
     for line in extra {
         entry.push_str(line);
         entry.push('\n');
