@@ -9,13 +9,15 @@
 //! HTTP/1.1, or HTTP/2 for `protocol = "h2c"` and `"h2"`. A backend that answers a check but not in the way requests
 //! will need is not healthy.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Request, Uri, Version};
+use http::{header, Request, Response, Uri, Version};
 use http_body_util::Empty;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::CancellationToken;
 
@@ -242,30 +244,27 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
 async fn http1(stream: Upstream, request: Request<Empty<Bytes>>) -> hyper::Result<u16> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let mut exchange = std::pin::pin!(sender.send_request(request));
-    // The connection is driven here rather than spawned, so a backend that hangs leaves nothing behind when the
-    // check times out.
-    let response = tokio::select! {
-        biased;
-        response = &mut exchange => response,
-        ended = connection => match ended {
-            Ok(()) => exchange.await,
-            Err(error) => Err(error),
-        },
-    };
-    response.map(|r| r.status().as_u16())
+    answered(sender.send_request(request), connection).await
 }
 
 /// Sends `request` over HTTP/2 on `stream`; answers the response's status.
 ///
 /// hyper's HTTP/2 client spawns its connection task (and one per request) on the executor, here the runtime that
-/// runs the checks. Driving the `Connection` here as well bounds the check as for HTTP/1; once the check is over
-/// (answered, failed or timed out), both ends are dropped and the spawned task resets the stream and closes the
-/// connection, so nothing outlives the check for long.
+/// runs the checks. Once the check is over (answered, failed or timed out), both ends are dropped and the spawned
+/// task resets the stream and closes the connection, so nothing outlives the check for long.
 async fn http2(stream: Upstream, request: Request<Empty<Bytes>>) -> hyper::Result<u16> {
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
-    let mut exchange = std::pin::pin!(sender.send_request(request));
+    answered(sender.send_request(request), connection).await
+}
+
+/// The status `exchange` gets, driving `connection` meanwhile: driven here rather than spawned, so a backend that
+/// hangs leaves nothing behind when the check times out.
+async fn answered(
+    exchange: impl Future<Output = hyper::Result<Response<Incoming>>>,
+    connection: impl Future<Output = hyper::Result<()>>,
+) -> hyper::Result<u16> {
+    let mut exchange = std::pin::pin!(exchange);
     let response = tokio::select! {
         biased;
         response = &mut exchange => response,
