@@ -237,7 +237,23 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
             http2(stream, request).await
         }
     };
-    status.map(Some).map_err(|error| fail(error.to_string()))
+    status.map(Some).map_err(|error| fail(with_causes(&error)))
+}
+
+/// `error` and what caused it, as one line: hyper's own words say where the exchange failed (`error writing a body
+/// to connection`), the causes why (`received fatal alert: CertificateRequired`, from TLS).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let said = error.to_string();
+        if !line.ends_with(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
+        cause = error.source();
+    }
+    line
 }
 
 /// Sends `request` over HTTP/1.1 on `stream`; answers the response's status.
