@@ -1,0 +1,117 @@
+//! The bodies the generic path gives hyper to send to a client: a backend's, passed through frame by frame
+//! (trailers included: gRPC's status travels in them) while it is counted, or a short one of `lb`'s own (an error).
+//!
+//! A backend's body reports how it ended ([`Ended`]) to the exchange that is waiting for it: whole, broken (by the
+//! backend), or dropped before its end (the client went away or reset its stream). The exchange holds the
+//! request's in-flight guards and writes its access log line only then, as the fast path does at the end of an
+//! answer.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::oneshot;
+
+/// What the client is sent as a body.
+pub type ClientBody = Either<Tracked, Full<Bytes>>;
+
+/// How a backend's body ended, with the body bytes the client was given.
+#[derive(Debug)]
+pub enum Ended {
+    Whole(u64),
+    /// The backend's side failed in the middle.
+    Broken(u64, String),
+    /// Dropped before its end: the client is gone.
+    Dropped(u64),
+}
+
+/// A backend's body on its way to the client, counted.
+pub struct Tracked {
+    inner: Incoming,
+    bytes: u64,
+    report: Option<oneshot::Sender<Ended>>,
+}
+
+impl Tracked {
+    pub fn new(inner: Incoming) -> (Self, oneshot::Receiver<Ended>) {
+        let (report, ended) = oneshot::channel();
+        let tracked = Tracked {
+            inner,
+            bytes: 0,
+            report: Some(report),
+        };
+        (tracked, ended)
+    }
+
+    fn end(&mut self, ended: impl FnOnce(u64) -> Ended) {
+        if let Some(report) = self.report.take() {
+            let _ = report.send(ended(self.bytes));
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                // hyper may not poll again after the frame that ends the stream.
+                if frame.is_trailers() || self.inner.is_end_stream() {
+                    self.end(Ended::Whole);
+                }
+            }
+            Poll::Ready(None) => self.end(Ended::Whole),
+            // The client's side sees the body cut (a reset stream, or a connection closed mid-body).
+            Poll::Ready(Some(Err(error))) => {
+                let detail = error.to_string();
+                self.end(|bytes| Ended::Broken(bytes, detail));
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.end(Ended::Dropped);
+    }
+}
+
+/// An answer of `lb`'s own, as the fast path writes it (`h1::write::error_response`): `503 Service Unavailable`
+/// as text, with `Retry-After: 1` on a 503.
+pub fn own_answer(status: StatusCode) -> Response<ClientBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let text = format!("{} {reason}\n", status.as_u16());
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
