@@ -204,7 +204,7 @@ async fn exchange(
                 match (upgrade, reply.send(head)) {
                     (Some(client), Ok(())) => {
                         answered(worker, backend, status, &record);
-                        tunnel(worker, &snapshot, client, upgraded).await;
+                        tunnel(worker, client, upgraded).await;
                         (status, Some(backend.id), false)
                     }
                     _ => (CLIENT_CLOSED_REQUEST, Some(backend.id), true),
@@ -271,7 +271,6 @@ fn answered(worker: &Worker, backend: &Backend, status: StatusCode, record: &Rec
 /// Bytes both ways between a client and a backend that switched protocols (`101`), until both are done.
 async fn tunnel(
     worker: &Worker,
-    snapshot: &Snapshot,
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
 ) {
@@ -280,9 +279,8 @@ async fn tunnel(
         return;
     };
     let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-    // Bounded by both sides' closes and the drain deadline; `timeouts.tunnel_idle` is the fast path's (not applied
+    // Bounded by both sides' closes and the drain deadline (`timeouts.tunnel_idle` is the fast path's: not applied
     // here yet).
-    let _ = snapshot;
     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
 }
 
@@ -462,7 +460,7 @@ async fn lease(
 /// Whether a request left.
 enum Sent {
     /// Not sent: here it is back.
-    No(Request<UpBody>),
+    No(Box<Request<UpBody>>),
     /// Sent (maybe in part), and the backend failed before its response head.
     Failed(hyper::Error),
     /// No response head within `backend_response`.
@@ -480,14 +478,14 @@ async fn send(
     let unsent = |error: TrySendError<Request<UpBody>>| {
         let mut error = error;
         match error.take_message() {
-            Some(request) => Sent::No(request),
+            Some(request) => Sent::No(Box::new(request)),
             None => Sent::Failed(error.into_error()),
         }
     };
     match sender {
         Sender::H1(mut sender) => {
             if sender.ready().await.is_err() {
-                return Err(Sent::No(request));
+                return Err(Sent::No(Box::new(request)));
             }
             tokio::select! {
                 biased;
@@ -497,7 +495,7 @@ async fn send(
         }
         Sender::H2(mut sender) => {
             if sender.ready().await.is_err() {
-                return Err(Sent::No(request));
+                return Err(Sent::No(Box::new(request)));
             }
             tokio::select! {
                 biased;
