@@ -102,3 +102,40 @@ async fn a_mixed_pool_serves_http1_and_h2c_backends_in_turn() {
     assert_eq!(one.last_seen().header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(two.last_seen().1, "HTTP/2.0");
 }
+
+#[tokio::test]
+async fn a_websocket_goes_through_the_generic_path() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ws_backend = crate::harness::WsEchoBackend::start().await;
+    let gone = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    // An h2c backend (down) makes the snapshot not plain: HTTP/1.1 clients take the generic path.
+    let config = json!({
+        "backends": [
+            {"id": 1, "host": "127.0.0.1", "port": ws_backend.addr().port()},
+            {"id": 2, "host": "127.0.0.1", "port": gone.port(), "protocol": "h2c"},
+        ],
+        "health_check": {"path": "/health", "interval": "100ms", "fall": 1, "rise": 1},
+        "workers": 1,
+    });
+    let lb = TestLb::from_file("lb.json", &config.to_string()).await;
+    let mut ws = None;
+    wait_until("a WebSocket handshake through lb", PATIENCE, async || {
+        let stream = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
+        let url = format!("ws://{}/chat", lb.addr());
+        ws = tokio_tungstenite::client_async(url, stream).await.ok();
+        ws.is_some()
+    })
+    .await;
+    let (mut ws, _) = ws.unwrap();
+    for text in ["hello", "through hyper"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text(text));
+    }
+    ws.close(None).await.unwrap();
+}

@@ -215,3 +215,26 @@ async fn sigterm_lets_an_h2_request_in_flight_finish() {
     let exit = lb.wait_exit(PATIENCE).await;
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_gracefully() {
+    let one = TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .backend(&one)
+        .timeout("idle", "300ms")
+        .start()
+        .await;
+    let mut raw = RawH2::connect(lb.addr()).await;
+    raw.get(1, "/").await;
+    let started = std::time::Instant::now();
+    let frames = raw
+        .read_until(PATIENCE, |frames| frames.iter().any(|f| f.kind == GOAWAY))
+        .await;
+    let goaway = frames.iter().find(|f| f.kind == GOAWAY).expect("a GOAWAY");
+    assert_eq!(goaway.error_code(), 0, "NO_ERROR");
+    assert!(
+        frames.iter().any(|f| f.kind == 0x1 && f.stream == 1),
+        "the request was answered first"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
