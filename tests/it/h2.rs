@@ -238,3 +238,61 @@ async fn an_idle_h2_connection_is_closed_gracefully() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_and_others_are_served() {
+    let one = TestBackend::start(1).await;
+    let lb = TestLb::builder().backend(&one).start().await;
+    let mut raw = RawH2::connect(lb.addr()).await;
+    raw.open_headers(1).await;
+    // 1000 frames of 4000 bytes of headers: 4 MB in one header block, never ended.
+    let flood = tokio::time::timeout(PATIENCE, async {
+        for _ in 0..1000 {
+            raw.continuation(1, 4000).await;
+        }
+        raw
+    })
+    .await;
+    let mut raw = flood.expect("lb reads the frames or closes, it does not stall the sender");
+    let frames = raw
+        .read_until(PATIENCE, |frames| {
+            frames
+                .iter()
+                .any(|f| f.kind == GOAWAY || f.kind == RST_STREAM)
+        })
+        .await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.kind == GOAWAY || f.kind == RST_STREAM),
+        "the header block was refused: {frames:?}"
+    );
+    assert!(!frames.iter().any(|f| f.kind == 0x1), "no answer to it");
+    assert_eq!(one.hits(), 0);
+    let mut client = h2c_client(lb.addr()).await;
+    let (status, _, _, _) = h2_fetch(&mut client, h2_request("GET", "/", "")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
+    let one = TestBackend::start(1).await;
+    let lb = TestLb::builder().backend(&one).start().await;
+    let mut raw = RawH2::connect(lb.addr()).await;
+    // Pings, and no read of the pongs: lb answers each, and stops reading once its answers cannot be written.
+    let flood = tokio::spawn(async move {
+        for _ in 0..1_000_000 {
+            raw.ping().await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!flood.is_finished(), "17 MB of pings were not all taken in");
+    let mut client = h2c_client(lb.addr()).await;
+    let (status, _, _, _) = h2_fetch(&mut client, h2_request("GET", "/", "")).await;
+    assert_eq!(status, 200);
+    flood.abort();
+    assert!(
+        crate::harness::peak_memory_kib(lb.pid()) < 256 * 1024,
+        "lb's memory stayed bounded"
+    );
+}

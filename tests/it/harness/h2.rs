@@ -251,6 +251,27 @@ impl RawH2 {
         self.frame(0x1, 0x5, stream, &block).await;
     }
 
+    /// The start of a GET's header block on `stream`, to be continued (HEADERS without END_HEADERS).
+    pub async fn open_headers(&mut self, stream: u32) {
+        self.frame(0x1, 0x1, stream, &[0x82, 0x86, 0x84, 0x01, 2, b'l', b'b'])
+            .await;
+    }
+
+    /// A CONTINUATION frame on `stream` carrying one header `x-a` of `len` bytes (4000 at most; not the last).
+    pub async fn continuation(&mut self, stream: u32, len: usize) {
+        assert!((127..=4000).contains(&len));
+        let mut block = vec![0x00, 3, b'x', b'-', b'a'];
+        let rest = len - 127;
+        block.extend_from_slice(&[0x7f, (rest & 0x7f) as u8 | 0x80, (rest >> 7) as u8]);
+        block.resize(block.len() + len, b'a');
+        self.frame(0x9, 0, stream, &block).await;
+    }
+
+    /// A PING (not an acknowledgement).
+    pub async fn ping(&mut self) {
+        self.frame(0x6, 0, 0, &[0; 8]).await;
+    }
+
     pub async fn reset(&mut self, stream: u32, code: u32) {
         self.frame(RST_STREAM, 0, stream, &code.to_be_bytes()).await;
     }
