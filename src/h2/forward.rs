@@ -150,6 +150,8 @@ async fn exchange(
         head: &logged.head,
         raw: &logged.raw,
     };
+    // A WebSocket over HTTP/2 (extended CONNECT) goes to the backend as an HTTP/1.1 upgrade.
+    let connect = headers::extended_connect_as_upgrade(&mut request);
     let upgrade =
         headers::asks_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let mut record = Record::default();
@@ -200,6 +202,9 @@ async fn exchange(
                 let upgraded = hyper::upgrade::on(&mut response);
                 let (mut parts, _) = response.into_parts();
                 headers::response(&mut parts);
+                if connect {
+                    headers::upgraded_as_connect(&mut parts);
+                }
                 let head = Response::from_parts(parts, Either::Right(Full::default()));
                 match (upgrade, reply.send(head)) {
                     (Some(client), Ok(())) => {

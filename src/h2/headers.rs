@@ -30,6 +30,65 @@ fn names_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Turns an extended CONNECT (RFC 8441: `:protocol`, how HTTP/2 clients open a WebSocket) into the HTTP/1.1 upgrade
+/// request a backend expects: `GET` with `Connection: upgrade` and `Upgrade: <protocol>`, and for WebSocket a
+/// `Sec-WebSocket-Key` (an HTTP/2 client sends none: RFC 8441 §5). Answers whether the request was one.
+pub fn extended_connect_as_upgrade<B>(request: &mut http::Request<B>) -> bool {
+    if request.method() != http::Method::CONNECT {
+        return false;
+    }
+    let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() else {
+        return false;
+    };
+    let Ok(upgrade) = HeaderValue::from_str(protocol.as_str()) else {
+        return false;
+    };
+    let websocket = protocol.as_str().eq_ignore_ascii_case("websocket");
+    *request.method_mut() = http::Method::GET;
+    let headers = request.headers_mut();
+    headers.insert(header::UPGRADE, upgrade);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if websocket && !headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    }
+    true
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 bytes, base64. Its only purpose is to show that the server understood a
+/// WebSocket handshake (RFC 6455 §1.3); std's per-process random hash keys are random enough for that.
+fn websocket_key() -> HeaderValue {
+    use base64::Engine;
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut bytes = [0u8; 16];
+    for (i, half) in bytes.chunks_mut(8).enumerate() {
+        let mut hasher = state.build_hasher();
+        hasher.write_usize(i);
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
+/// The backend's `101` to an extended CONNECT, as the HTTP/2 client expects it: `200`, without the HTTP/1.1
+/// handshake's headers.
+pub fn upgraded_as_connect(parts: &mut response::Parts) {
+    parts.status = StatusCode::OK;
+    for name in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        parts.headers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, those named by `Connection`, and (requests) the `_` aliases of ours. `keep_upgrade`:
 /// leave `Upgrade` (a 101, or an upgrade request going to an HTTP/1.1 backend).
 fn drop_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, aliases: bool) {

@@ -17,6 +17,9 @@
 //! - slow heads and idle connections: an HTTP/1.1 head must arrive within `timeouts.client_header`; a connection
 //!   with no request in progress for `timeouts.idle` is closed gracefully (`GOAWAY`, or a close between requests).
 //!
+//! WebSocket over HTTP/2: the server announces extended CONNECT (RFC 8441); such a request goes to the backend as
+//! an HTTP/1.1 upgrade (`forward`).
+//!
 //! On shutdown (a drain), each connection is shut down gracefully: `GOAWAY` (HTTP/2) or `connection: close`
 //! (HTTP/1.1), requests in progress finish, new ones go elsewhere.
 
@@ -75,7 +78,8 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buf_size(MAX_SEND_BUFFER)
         .keep_alive_interval(idle)
-        .keep_alive_timeout(PING_TIMEOUT);
+        .keep_alive_timeout(PING_TIMEOUT)
+        .enable_connect_protocol();
     let connection = builder.serve_connection(TokioIo::new(io), Generic(conn.clone()));
     drive(pin!(connection), |c| c.graceful_shutdown(), &conn, idle).await;
 }

@@ -21,7 +21,7 @@ pub async fn lb_over(backends: &[(u64, std::net::SocketAddr)], protocol: &str) -
         .collect();
     let config = serde_json::json!({
         "backends": backends,
-        "health_check": {"path": "/health", "interval": "100ms", "timeout": "500ms", "fall": 1, "rise": 1},
+        "health_check": {"path": "/health", "interval": "100ms", "timeout": "1s", "fall": 1, "rise": 1},
         "timeouts": {"connect": "1s", "backend_response": "5s", "drain": "5s"},
         "workers": 2,
         "access_log": true,
@@ -34,6 +34,7 @@ async fn h2c_with_prior_knowledge_reaches_http1_backends_in_turn() {
     let one = TestBackend::start(1).await;
     let two = TestBackend::start(2).await;
     let lb = TestLb::builder()
+        .health("timeout", "1s")
         .backends(&[&one, &two])
         .arg("--access-log")
         .start()
@@ -65,7 +66,11 @@ async fn h2c_with_prior_knowledge_reaches_http1_backends_in_turn() {
 #[tokio::test]
 async fn h2c_answers_503_when_no_backend_is_healthy() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     one.set_healthy(false);
     let mut client = h2c_client(lb.addr()).await;
     let mut last = (0, Bytes::new(), None);
@@ -82,7 +87,11 @@ async fn h2c_answers_503_when_no_backend_is_healthy() {
 #[tokio::test]
 async fn a_post_body_streams_both_ways_over_h2c() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let mut client = h2c_client(lb.addr()).await;
     let body = pattern(3 * 1024 * 1024 + 17);
     let (status, _, echoed, _) =
@@ -95,7 +104,11 @@ async fn a_post_body_streams_both_ways_over_h2c() {
 async fn many_concurrent_streams_share_one_connection() {
     let one = TestBackend::start(1).await;
     let two = TestBackend::start(2).await;
-    let lb = TestLb::builder().backends(&[&one, &two]).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backends(&[&one, &two])
+        .start()
+        .await;
     let client = h2c_client(lb.addr()).await;
     let started = std::time::Instant::now();
     let requests: Vec<_> = (0..100)
@@ -144,7 +157,11 @@ async fn an_h2c_client_reaches_an_h2c_backend_with_trailers() {
 #[tokio::test]
 async fn streams_past_the_limit_are_refused() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let mut raw = RawH2::connect(lb.addr()).await;
     // 300 requests that stay open a while: 256 may be open at once.
     for i in 0..300u32 {
@@ -176,7 +193,11 @@ async fn streams_past_the_limit_are_refused() {
 #[tokio::test]
 async fn a_rapid_reset_burst_closes_the_connection_and_others_are_served() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let mut raw = RawH2::connect(lb.addr()).await;
     for i in 0..500u32 {
         let stream = 1 + 2 * i;
@@ -198,7 +219,11 @@ async fn a_rapid_reset_burst_closes_the_connection_and_others_are_served() {
 #[tokio::test]
 async fn sigterm_lets_an_h2_request_in_flight_finish() {
     let one = TestBackend::start(1).await;
-    let mut lb = TestLb::builder().backend(&one).start().await;
+    let mut lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let client = h2c_client(lb.addr()).await;
     let request = tokio::spawn(async move {
         let mut client = client;
@@ -220,6 +245,7 @@ async fn sigterm_lets_an_h2_request_in_flight_finish() {
 async fn an_idle_h2_connection_is_closed_gracefully() {
     let one = TestBackend::start(1).await;
     let lb = TestLb::builder()
+        .health("timeout", "1s")
         .backend(&one)
         .timeout("idle", "300ms")
         .start()
@@ -242,7 +268,11 @@ async fn an_idle_h2_connection_is_closed_gracefully() {
 #[tokio::test]
 async fn a_continuation_flood_is_cut_and_others_are_served() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let mut raw = RawH2::connect(lb.addr()).await;
     raw.open_headers(1).await;
     // 1000 frames of 4000 bytes of headers: 4 MB in one header block, never ended.
@@ -277,7 +307,11 @@ async fn a_continuation_flood_is_cut_and_others_are_served() {
 #[tokio::test]
 async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
     let one = TestBackend::start(1).await;
-    let lb = TestLb::builder().backend(&one).start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .start()
+        .await;
     let mut raw = RawH2::connect(lb.addr()).await;
     // Pings, and no read of the pongs: lb answers each, and stops reading once its answers cannot be written.
     let flood = tokio::spawn(async move {
@@ -295,4 +329,48 @@ async fn a_ping_flood_from_a_peer_that_does_not_read_is_held_back() {
         crate::harness::peak_memory_kib(lb.pid()) < 256 * 1024,
         "lb's memory stayed bounded"
     );
+}
+
+#[tokio::test]
+async fn a_websocket_over_h2_reaches_an_http1_backend() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let backend = crate::harness::WsEchoBackend::start().await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend_at(1, backend.addr())
+        .start()
+        .await;
+    let mut client = h2c_client(lb.addr()).await;
+    // A first exchange: lb's SETTINGS (which allow extended CONNECT) have arrived by its end.
+    let (status, _, _, _) = h2_fetch(&mut client, h2_request("GET", "/", "")).await;
+    assert_eq!(status, 200);
+    let mut request = h2_request("CONNECT", "/chat", "");
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    request
+        .headers_mut()
+        .insert("sec-websocket-version", "13".parse().unwrap());
+    let response = tokio::time::timeout(PATIENCE, client.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(response).await.expect("the tunnel");
+    let io = hyper_util::rt::TokioIo::new(upgraded);
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Client, None).await;
+    for text in ["hello", "over h2"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text(text));
+    }
+    let handshake = &backend.handshakes()[0];
+    let upgrade = handshake
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("upgrade"));
+    assert_eq!(upgrade.map(|(_, v)| v.as_str()), Some("websocket"));
 }
