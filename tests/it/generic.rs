@@ -139,3 +139,32 @@ async fn a_websocket_goes_through_the_generic_path() {
     }
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_backend_that_refuses_connections_is_skipped_for_the_next() {
+    let live = H2Backend::start(1).await;
+    let dying = H2Backend::start(2).await;
+    // Checks too rare to notice the stop: requests find out by connecting.
+    let config = json!({
+        "backends": [
+            {"id": 1, "host": "127.0.0.1", "port": live.addr().port(), "protocol": "h2c"},
+            {"id": 2, "host": "127.0.0.1", "port": dying.addr().port(), "protocol": "h2c"},
+        ],
+        "health_check": {"path": "/health", "interval": "60s", "fall": 3, "rise": 1},
+        "workers": 1,
+    });
+    let lb = TestLb::from_file("lb.json", &config.to_string()).await;
+    dying.stop();
+    wait_until("the stopped backend refuses", PATIENCE, async || {
+        tokio::net::TcpStream::connect(dying.addr()).await.is_err()
+    })
+    .await;
+    for _ in 0..6 {
+        let (status, body) = lb.get("/r").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(backend_of(&body), Some(1));
+    }
+    assert_eq!(live.hits(), 6);
+    lb.wait_log("request retried on the next backend", PATIENCE)
+        .await;
+}

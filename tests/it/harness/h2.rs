@@ -80,6 +80,11 @@ impl H2Backend {
         self.addr
     }
 
+    /// Stops listening: new connections are refused (those open stay).
+    pub fn stop(&self) {
+        self.server.abort();
+    }
+
     /// Requests seen (health checks not counted).
     pub fn hits(&self) -> usize {
         self.seen.lock().unwrap().len()
