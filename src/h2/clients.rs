@@ -15,7 +15,8 @@
 //!
 //! Idle HTTP/1.1 senders are kept up to `pool.max_idle_per_backend` per backend, and one idle past
 //! `pool.idle_timeout` is dropped (closing its connection) when the next request looks for one; the backend's own
-//! keep-alive timeout closes the rest. An HTTP/2 sender is replaced when its connection is closed.
+//! keep-alive timeout closes the rest. An HTTP/2 sender is replaced when its connection is closed. The senders of
+//! backends a reload removed are dropped the next time a connection is made.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -97,6 +98,21 @@ impl Clients {
             }
         }
         None
+    }
+
+    /// Drops the senders of `worker` for backends that `snapshot` no longer routes to (removed, or retired by a
+    /// reload), closing their connections: called when a new connection is made, which is rare enough to pay for a
+    /// look at every entry.
+    pub fn forget_gone(&self, worker: &Worker, snapshot: &crate::upstream::Snapshot) {
+        let routed = |&(index, id, addr): &Key| {
+            index != worker.index()
+                || snapshot.backends.iter().any(|b| {
+                    b.id == id
+                        && b.addr == addr
+                        && !b.state.retired.load(std::sync::atomic::Ordering::Relaxed)
+                })
+        };
+        self.kept.borrow_mut().retain(|key, _| routed(key));
     }
 
     /// Keeps a new HTTP/2 sender for the requests that follow.

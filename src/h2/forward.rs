@@ -454,6 +454,7 @@ async fn lease(
     // reached), once the codec lands. Such a connection is kept in `conn.own` (see `Conn::clients`), never lent
     // to another client.
     let prelude: Option<Vec<u8>> = None;
+    conn.clients(backend, |c| c.forget_gone(worker, snapshot));
     let timeout = snapshot.timeouts.connect;
     let sender = clients::connect(worker, backend, timeout, prelude.as_deref()).await?;
     if let Sender::H2(h2) = &sender {
