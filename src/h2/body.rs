@@ -5,15 +5,24 @@
 //! backend), or dropped before its end (the client went away or reset its stream). The exchange holds the
 //! request's in-flight guards and writes its access log line only then, as the fast path does at the end of an
 //! answer.
+//!
+//! A backend's body that stops moving for `timeouts.backend_response` (the fast path's stall limit) is cut: the
+//! client sees it fail (a reset stream, or a connection closed mid-body), never a short body taken for whole.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::future::Future;
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body failed, for hyper (which ends the client's stream or connection on it).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the client is sent as a body.
 pub type ClientBody = Either<Tracked, Full<Bytes>>;
@@ -24,6 +33,8 @@ pub enum Ended {
     Whole(u64),
     /// The backend's side failed in the middle.
     Broken(u64, String),
+    /// The backend's side stood still for too long.
+    Stalled(u64, String),
     /// Dropped before its end: the client is gone.
     Dropped(u64),
 }
@@ -33,15 +44,21 @@ pub struct Tracked {
     inner: Incoming,
     bytes: u64,
     report: Option<oneshot::Sender<Ended>>,
+    /// How long the body may stand still, and until when it may now.
+    stall: Duration,
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl Tracked {
-    pub fn new(inner: Incoming) -> (Self, oneshot::Receiver<Ended>) {
+    /// `inner`, cut when it stands still for `stall`.
+    pub fn new(inner: Incoming, stall: Duration) -> (Self, oneshot::Receiver<Ended>) {
         let (report, ended) = oneshot::channel();
         let tracked = Tracked {
             inner,
             bytes: 0,
             report: Some(report),
+            stall,
+            deadline: Box::pin(tokio::time::sleep(stall)),
         };
         (tracked, ended)
     }
@@ -55,18 +72,20 @@ impl Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
+                let next = Instant::now() + self.stall;
+                self.deadline.as_mut().reset(next);
                 // hyper may not poll again after the frame that ends the stream.
                 if frame.is_trailers() || self.inner.is_end_stream() {
                     self.end(Ended::Whole);
@@ -78,9 +97,15 @@ impl Body for Tracked {
                 let detail = error.to_string();
                 self.end(|bytes| Ended::Broken(bytes, detail));
             }
-            Poll::Pending => {}
+            Poll::Pending => {
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    let detail = format!("the response body stood still for {:?}", self.stall);
+                    self.end(|bytes| Ended::Stalled(bytes, detail.clone()));
+                    return Poll::Ready(Some(Err(detail.into())));
+                }
+            }
         }
-        polled
+        polled.map(|frame| frame.map(|frame| frame.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -217,7 +217,7 @@ async fn exchange(
             } else {
                 let (mut parts, body) = response.into_parts();
                 headers::response(&mut parts);
-                let (tracked, ended) = Tracked::new(body);
+                let (tracked, ended) = Tracked::new(body, snapshot.timeouts.backend_response);
                 let _ = reply.send(Response::from_parts(parts, Either::Left(tracked)));
                 let ended = ended.await.unwrap_or(Ended::Dropped(0));
                 match ended {
@@ -234,6 +234,12 @@ async fn exchange(
                     Ended::Broken(bytes, detail) => {
                         record.body_bytes = bytes;
                         let error = ProxyError::new(Failure::Closed, Some(backend.id), detail);
+                        access_log::failure(&view, &error);
+                        (error.status(), Some(backend.id), true)
+                    }
+                    Ended::Stalled(bytes, detail) => {
+                        record.body_bytes = bytes;
+                        let error = ProxyError::new(Failure::Stalled, Some(backend.id), detail);
                         access_log::failure(&view, &error);
                         (error.status(), Some(backend.id), true)
                     }

@@ -374,3 +374,27 @@ async fn a_websocket_over_h2_reaches_an_http1_backend() {
         .find(|(n, _)| n.eq_ignore_ascii_case("upgrade"));
     assert_eq!(upgrade.map(|(_, v)| v.as_str()), Some("websocket"));
 }
+
+#[tokio::test]
+async fn a_response_body_that_stands_still_is_cut() {
+    use http_body_util::BodyExt;
+
+    let one = H2Backend::start(1).await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend_at(1, one.addr())
+        .timeout("backend_response", "300ms")
+        .start()
+        .await;
+    let mut client = h2c_client(lb.addr()).await;
+    let response = client
+        .send_request(h2_request("GET", "/stall", ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cut = tokio::time::timeout(PATIENCE, response.into_body().collect()).await;
+    assert!(
+        cut.expect("cut in time").is_err(),
+        "the body fails, not ends"
+    );
+}

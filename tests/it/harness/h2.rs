@@ -6,6 +6,7 @@
 //! Routes of an `H2Backend` (every one but the health path is recorded as a [`Seen`]):
 //! - `/health`: 200;
 //! - `/echo`: answers the request body as it streams in;
+//! - `/stall`: `part` of a body that never ends;
 //! - `/trailers`: `payload`, then the trailers `x-sum: 42` and `grpc-status: 0`;
 //! - `/slow?ms=N`: the greeting after N milliseconds;
 //! - anything else: 200 `hello from backend <id>`, with `x-version` (the HTTP version it was asked in).
@@ -116,6 +117,14 @@ async fn answer(
     seen.lock().unwrap().push((Seen::of(&req), version.clone()));
     let response = match path.as_str() {
         "/echo" => Response::new(req.into_body().boxed()),
+        "/stall" => {
+            let start = stream::iter([Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(
+                b"part",
+            )))]);
+            Response::new(BodyExt::boxed(StreamBody::new(
+                futures_util::StreamExt::chain(start, stream::pending()),
+            )))
+        }
         "/trailers" => {
             let mut trailers = http::HeaderMap::new();
             trailers.insert("x-sum", "42".parse().unwrap());
