@@ -27,7 +27,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::{http1, TrySendError};
-use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -35,6 +34,7 @@ use super::body::{own_answer, ClientBody, Ended, Tracked};
 use super::clients::{self, Clients, Sender, UpBody};
 use super::headers;
 use super::logged::Logged;
+use super::tunnel;
 use crate::access_log::{self, Line};
 use crate::backend::stats::StatusClass;
 use crate::backend::BackendState;
@@ -209,7 +209,8 @@ async fn exchange(
                 match (upgrade, reply.send(head)) {
                     (Some(client), Ok(())) => {
                         answered(worker, backend, status, &record);
-                        tunnel(worker, client, upgraded).await;
+                        let idle = snapshot.timeouts.tunnel_idle;
+                        tunnel::run(worker, client, upgraded, idle).await;
                         (status, Some(backend.id), false)
                     }
                     _ => (CLIENT_CLOSED_REQUEST, Some(backend.id), true),
@@ -277,22 +278,6 @@ fn answered(worker: &Worker, backend: &Backend, status: StatusCode, record: &Rec
     if let Some(waited) = record.upstream {
         stats.time(worker.index(), waited);
     }
-}
-
-/// Bytes both ways between a client and a backend that switched protocols (`101`), until both are done.
-async fn tunnel(
-    worker: &Worker,
-    client: hyper::upgrade::OnUpgrade,
-    backend: hyper::upgrade::OnUpgrade,
-) {
-    let _open = worker.tunnel();
-    let (Ok(client), Ok(backend)) = futures_util::future::join(client, backend).await else {
-        return;
-    };
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-    // Bounded by both sides' closes and the drain deadline (`timeouts.tunnel_idle` is the fast path's: not applied
-    // here yet).
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
 }
 
 /// Sends the request to one backend after another, as the retry rule allows, until one answers (its head).

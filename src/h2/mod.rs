@@ -8,6 +8,7 @@
 //! - `headers`: the heads each side gets (hop-by-hop, forwarding headers, target form).
 //! - `body`: the backend's body on its way to the client (counted, trailers included); `lb`'s own answers.
 //! - `logged`: a hyper request as the access log reads it.
+//! - `tunnel`: bytes both ways after an upgrade, until both sides are done or `timeouts.tunnel_idle`.
 //! - `rewind`: a transport with the bytes our HTTP/1.1 engine already read put back in front.
 //!
 //! Everything runs on the worker's current-thread runtime (`spawn_local`): nothing here is `Send`, nothing is
@@ -20,6 +21,7 @@ mod headers;
 mod logged;
 mod rewind;
 mod server;
+mod tunnel;
 
 use std::future::Future;
 

@@ -108,21 +108,39 @@ async fn a_websocket_goes_through_the_generic_path() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let ws_backend = crate::harness::WsEchoBackend::start().await;
-    let gone = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
-    // An h2c backend (down) makes the snapshot not plain: HTTP/1.1 clients take the generic path.
-    let config = json!({
-        "backends": [
-            {"id": 1, "host": "127.0.0.1", "port": ws_backend.addr().port()},
-            {"id": 2, "host": "127.0.0.1", "port": gone.port(), "protocol": "h2c"},
-        ],
-        "health_check": {"path": "/health", "interval": "100ms", "fall": 1, "rise": 1},
-        "workers": 1,
-    });
-    let lb = TestLb::from_file("lb.json", &config.to_string()).await;
+    let (lb, _backend) = lb_for_websockets("60s").await;
+    let mut ws = ws_through(&lb).await;
+    for text in ["hello", "through hyper"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text(text));
+    }
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_websocket_on_the_generic_path_is_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (lb, _backend) = lb_for_websockets("300ms").await;
+    let mut ws = ws_through(&lb).await;
+    ws.send(Message::text("one")).await.unwrap();
+    let back = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
+    assert_eq!(back.unwrap().unwrap(), Message::text("one"));
+    let started = std::time::Instant::now();
+    // Nothing more either way: the tunnel ends.
+    let end = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the tunnel ends");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A WebSocket client session to `/chat` through `lb`.
+async fn ws_through(lb: &TestLb) -> Ws {
     let mut ws = None;
     wait_until("a WebSocket handshake through lb", PATIENCE, async || {
         let stream = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
@@ -131,13 +149,27 @@ async fn a_websocket_goes_through_the_generic_path() {
         ws.is_some()
     })
     .await;
-    let (mut ws, _) = ws.unwrap();
-    for text in ["hello", "through hyper"] {
-        ws.send(Message::text(text)).await.unwrap();
-        let back = tokio::time::timeout(PATIENCE, ws.next()).await.unwrap();
-        assert_eq!(back.unwrap().unwrap(), Message::text(text));
-    }
-    ws.close(None).await.unwrap();
+    ws.unwrap().0
+}
+
+/// `lb` over a WebSocket echo backend and an h2c one (down), which makes HTTP/1.1 clients take the generic path.
+async fn lb_for_websockets(tunnel_idle: &str) -> (TestLb, crate::harness::WsEchoBackend) {
+    let ws_backend = crate::harness::WsEchoBackend::start().await;
+    let gone = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let config = json!({
+        "backends": [
+            {"id": 1, "host": "127.0.0.1", "port": ws_backend.addr().port()},
+            {"id": 2, "host": "127.0.0.1", "port": gone.port(), "protocol": "h2c"},
+        ],
+        "health_check": {"path": "/health", "interval": "100ms", "fall": 1, "rise": 1},
+        "timeouts": {"tunnel_idle": tunnel_idle},
+        "workers": 1,
+    });
+    let lb = TestLb::from_file("lb.json", &config.to_string()).await;
+    (lb, ws_backend)
 }
 
 #[tokio::test]
