@@ -140,3 +140,91 @@ pub fn own_answer(status: StatusCode) -> Response<ClientBody> {
     }
     response
 }
+
+/// The request body's pace was too slow (`timeouts.request_body`, `timeouts.idle`): the client's fault.
+#[derive(Debug)]
+pub struct TooSlow;
+
+impl std::fmt::Display for TooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body came too slowly")
+    }
+}
+
+impl std::error::Error for TooSlow {}
+
+/// A client's request body on its way to a backend, held to the fast path's pace: it must have arrived within
+/// `timeouts.request_body` plus a second for every `MIN_BODY_RATE` bytes, and may not stand still for
+/// `timeouts.idle`. Past either it fails with [`TooSlow`], and says so in `slow` (the exchange answers 408).
+pub struct Paced {
+    inner: Incoming,
+    started: Instant,
+    base: Duration,
+    stall: Duration,
+    bytes: u64,
+    deadline: Pin<Box<Sleep>>,
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Paced {
+    pub fn new(
+        inner: Incoming,
+        base: Duration,
+        stall: Duration,
+        slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        let started = Instant::now();
+        Paced {
+            inner,
+            started,
+            base,
+            stall,
+            bytes: 0,
+            deadline: Box::pin(tokio::time::sleep_until(started + base.min(stall))),
+            slow,
+        }
+    }
+
+    /// When the body must have moved again by, given what it carried so far.
+    fn next_deadline(&self) -> Instant {
+        let earned = Duration::from_secs(self.bytes / crate::config::MIN_BODY_RATE);
+        (self.started + self.base + earned).min(Instant::now() + self.stall)
+    }
+}
+
+impl Body for Paced {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                let next = self.next_deadline();
+                self.deadline.as_mut().reset(next);
+            }
+            Poll::Pending => {
+                if self.deadline.as_mut().poll(cx).is_ready() {
+                    self.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(TooSlow))));
+                }
+            }
+            Poll::Ready(_) => {}
+        }
+        polled.map(|frame| frame.map(|frame| frame.map_err(BodyError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -25,19 +25,20 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 
+use super::body::Paced;
 use super::LocalExec;
 use crate::config::PoolConfig;
 use crate::upstream::connector;
 use crate::upstream::{Backend, ConnectError};
 use crate::worker::Worker;
 
-/// What a request to a backend carries: the client's body as it streams in, or nothing (a resent request).
-pub type UpBody = Either<Incoming, Empty<Bytes>>;
+/// What a request to a backend carries: the client's body as it streams in (held to its pace), or nothing (a
+/// resent request).
+pub type UpBody = Either<Paced, Empty<Bytes>>;
 
 /// A way to send one request to a backend.
 pub enum Sender {

@@ -20,7 +20,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -30,7 +31,7 @@ use hyper::client::conn::{http1, TrySendError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::body::{own_answer, ClientBody, Ended, Tracked};
+use super::body::{own_answer, ClientBody, Ended, Paced, Tracked};
 use super::clients::{self, Clients, Sender, UpBody};
 use super::headers;
 use super::logged::Logged;
@@ -156,6 +157,14 @@ async fn exchange(
         headers::asks_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let mut record = Record::default();
     let mut guard = None;
+    // Set when the client's body came too slowly: whatever failed then is the client's doing.
+    let slow = Arc::new(AtomicBool::new(false));
+    let request = {
+        let (parts, body) = request.into_parts();
+        let timeouts = &snapshot.timeouts;
+        let body = Paced::new(body, timeouts.request_body, timeouts.idle, slow.clone());
+        Request::from_parts(parts, body)
+    };
     let attempt = {
         let attempts = attempts(
             &conn,
@@ -179,7 +188,10 @@ async fn exchange(
             access_log::failure(&view, &error);
             (CLIENT_CLOSED_REQUEST, None, true)
         }
-        Some(Err(error)) => {
+        Some(Err(mut error)) => {
+            if slow.load(Ordering::Relaxed) {
+                error.failure = Failure::ClientTooSlow;
+            }
             access_log::failure(&view, &error);
             let status = error.status();
             let answer = own_answer(status);
@@ -234,9 +246,18 @@ async fn exchange(
                     }
                     Ended::Broken(bytes, detail) => {
                         record.body_bytes = bytes;
-                        let error = ProxyError::new(Failure::Closed, Some(backend.id), detail);
+                        let error = match slow.load(Ordering::Relaxed) {
+                            true => {
+                                ProxyError::new(Failure::ClientTooSlow, Some(backend.id), detail)
+                            }
+                            false => ProxyError::new(Failure::Closed, Some(backend.id), detail),
+                        };
                         access_log::failure(&view, &error);
-                        (error.status(), Some(backend.id), true)
+                        let status = match error.failure {
+                            Failure::ClientTooSlow => CLIENT_CLOSED_REQUEST,
+                            _ => error.status(),
+                        };
+                        (status, Some(backend.id), true)
                     }
                     Ended::Stalled(bytes, detail) => {
                         record.body_bytes = bytes;
@@ -285,7 +306,7 @@ fn answered(worker: &Worker, backend: &Backend, status: StatusCode, record: &Rec
 async fn attempts<'s>(
     conn: &Conn,
     snapshot: &'s Snapshot,
-    request: Request<Incoming>,
+    request: Request<Paced>,
     upgrade: bool,
     started: Instant,
     record: &mut Record,

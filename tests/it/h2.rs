@@ -398,3 +398,38 @@ async fn a_response_body_that_stands_still_is_cut() {
         "the body fails, not ends"
     );
 }
+
+#[tokio::test]
+async fn a_request_body_that_comes_too_slowly_gets_408() {
+    use futures_util::stream;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let one = TestBackend::start(1).await;
+    let lb = TestLb::builder()
+        .health("timeout", "1s")
+        .backend(&one)
+        .timeout("request_body", "300ms")
+        .start()
+        .await;
+    let mut client = h2c_client(lb.addr()).await;
+    let start = stream::iter([Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(
+        b"0123456789",
+    )))]);
+    let body = BodyExt::boxed(StreamBody::new(futures_util::StreamExt::chain(
+        start,
+        stream::pending(),
+    )));
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri("http://lb/upload")
+        .body(body)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(PATIENCE, client.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert_eq!(response.status(), 408);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
