@@ -29,11 +29,14 @@ pub struct Backend {
     /// `host:port` as written in the config (used as the Host of health checks and in logs).
     pub authority: String,
     pub addr: SocketAddr,
-    /// The host as written in the config (the default TLS server name).
-    #[allow(dead_code)] // read by upstream TLS (issue 10, in progress)
+    /// The host as written in the config (the default TLS server name, which `tls` holds ready).
+    #[allow(dead_code)] // the TLS server name is built from the config's, with the snapshot
     pub host: String,
     /// How it is reached beyond its address: protocol, TLS, PROXY header.
     pub options: BackendOptions,
+    /// For a TLS backend, how the handshake is made (built with the snapshot: see [`Backend::with_tls`]), or why it
+    /// could not be set up (a file the config named changed since it was checked); every connect then fails so.
+    pub tls: Option<Result<TlsClient, String>>,
     /// Its share of the traffic relative to the others, for weighted algorithms: 1 until the config has a
     /// `weight` key. Round robin gives every backend one turn whatever its weight.
     #[expect(
@@ -42,6 +45,15 @@ pub struct Backend {
     )]
     pub weight: u32,
     pub state: Arc<BackendState>,
+}
+
+/// TLS to a backend, ready to connect with: built once per snapshot (`upstream::tls_client`), not per connection.
+#[derive(Debug, Clone)]
+pub struct TlsClient {
+    /// Trust, client certificate, ALPN; one `Arc` for every backend of a snapshot with the same TLS settings.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name verified in the backend's certificate, and sent as SNI unless it is an IP address.
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// What makes two backends of two snapshots the same one: the config's id and the address connections go to.
@@ -62,9 +74,15 @@ impl Backend {
             addr: config.addr,
             host: config.host.clone(),
             options: config.options.clone(),
+            tls: None,
             weight: 1,
             state: state.unwrap_or_else(|| Arc::new(BackendState::new(workers))),
         }
+    }
+
+    /// The same backend, reached over TLS as `tls` says (what the snapshot built for its `tls` options).
+    pub fn with_tls(self, tls: Option<Result<TlsClient, String>>) -> Self {
+        Backend { tls, ..self }
     }
 
     pub fn identity(&self) -> Identity {

@@ -1,7 +1,8 @@
 //! The backend list as a file writes it: each entry read by a hand-written visitor that sees the entries before it
 //! (duplicate ids and addresses are refused where they are written), its host resolved as it is read, and the
 //! optional per-backend settings (how the backend is reached: `protocol`, `tls` with `ca`, `sni`, `client_cert` and
-//! `client_key`, `send_proxy`).
+//! `client_key`, `send_proxy`). The PEM files a backend names are read as they are written (`pem`), so a bad one is
+//! refused with the place that names it, and a client key must match its certificate.
 
 use std::cell::Cell;
 use std::fmt;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use super::file::{ArrayForm, Backends, FilePath, Port, ServerName};
 use super::{
-    host_port, BackendConfig, BackendOptions, ClientCertificate, Protocol, ProxyVersion,
+    host_port, pem, BackendConfig, BackendOptions, ClientCertificate, Protocol, ProxyVersion,
     UpstreamTls,
 };
 impl<'de> Deserialize<'de> for Backends {
@@ -129,6 +130,59 @@ fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
     Ok(())
 }
 
+/// Stores a field's value read with `seed`, refusing a second one.
+fn once_seed<'de, A: MapAccess<'de>, S: DeserializeSeed<'de>>(
+    slot: &mut Option<S::Value>,
+    name: &'static str,
+    map: &mut A,
+    seed: S,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value_seed(seed)?);
+    Ok(())
+}
+
+/// A PEM file's path, and the file read to check that it holds what it must (not while [`offline`]): the error
+/// then carries the place of the key that names it.
+#[derive(Clone, Copy)]
+enum PemSeed {
+    Certificates,
+    Key,
+}
+
+impl<'de> DeserializeSeed<'de> for PemSeed {
+    type Value = FilePath;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FilePath, D::Error> {
+        let path = FilePath::deserialize(deserializer)?;
+        if OFFLINE.with(Cell::get) {
+            return Ok(path);
+        }
+        let checked = match self {
+            PemSeed::Certificates => pem::certificates(&path.0).map(drop),
+            PemSeed::Key => pem::private_key(&path.0).map(drop),
+        };
+        checked.map_err(|problem| de::Error::custom(format!("{}: {problem}", path.0.display())))?;
+        Ok(path)
+    }
+}
+
+/// The name a TLS backend without `sni` is verified as: its host (an IPv6 address without its brackets).
+fn server_name(host: &str) -> Result<(), String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match rustls_pki_types::ServerName::try_from(bare) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "host {host:?} is not a name TLS can verify: set sni to the name in its certificate"
+        )),
+    }
+}
+
 impl Written {
     /// The backend's options, or why they do not fit together.
     fn options<E: de::Error>(self) -> Result<BackendOptions, E> {
@@ -137,6 +191,11 @@ impl Written {
             (Some(false), Protocol::H2) => {
                 return Err(E::custom(
                     "protocol \"h2\" is HTTP/2 over TLS and cannot have tls = false (\"h2c\" is HTTP/2 in clear text)",
+                ))
+            }
+            (Some(true), Protocol::H2c) => {
+                return Err(E::custom(
+                    "protocol \"h2c\" is HTTP/2 in clear text and cannot have tls = true (\"h2\" is HTTP/2 over TLS)",
                 ))
             }
             (Some(tls), _) => tls,
@@ -154,10 +213,15 @@ impl Written {
             )));
         }
         let client = match (self.client_cert, self.client_key) {
-            (Some(cert), Some(key)) => Some(ClientCertificate {
-                cert: cert.0,
-                key: key.0,
-            }),
+            (Some(cert), Some(key)) => {
+                if !OFFLINE.with(Cell::get) {
+                    pem::key_matches(&cert.0, &key.0).map_err(E::custom)?;
+                }
+                Some(ClientCertificate {
+                    cert: cert.0,
+                    key: key.0,
+                })
+            }
             (None, None) => None,
             (Some(_), None) => return Err(E::custom("client_cert needs client_key too")),
             (None, Some(_)) => return Err(E::custom("client_key needs client_cert too")),
@@ -198,12 +262,22 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
                 BackendField::Port => port = Some(map.next_value::<Port>()?.0),
                 BackendField::Protocol => once(&mut written.protocol, "protocol", &mut map)?,
                 BackendField::Tls => once(&mut written.tls, "tls", &mut map)?,
-                BackendField::Ca => once(&mut written.ca, "ca", &mut map)?,
-                BackendField::Sni => once(&mut written.sni, "sni", &mut map)?,
-                BackendField::ClientCert => {
-                    once(&mut written.client_cert, "client_cert", &mut map)?
+                BackendField::Ca => {
+                    once_seed(&mut written.ca, "ca", &mut map, PemSeed::Certificates)?
                 }
-                BackendField::ClientKey => once(&mut written.client_key, "client_key", &mut map)?,
+                BackendField::Sni => once(&mut written.sni, "sni", &mut map)?,
+                BackendField::ClientCert => once_seed(
+                    &mut written.client_cert,
+                    "client_cert",
+                    &mut map,
+                    PemSeed::Certificates,
+                )?,
+                BackendField::ClientKey => once_seed(
+                    &mut written.client_key,
+                    "client_key",
+                    &mut map,
+                    PemSeed::Key,
+                )?,
                 BackendField::SendProxy => once(&mut written.send_proxy, "send_proxy", &mut map)?,
             }
         }
@@ -224,12 +298,16 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
                 return Err(de::Error::custom(msg));
             }
         }
+        let options = written.options()?;
+        if let Some(UpstreamTls { sni: None, .. }) = options.tls {
+            server_name(&host).map_err(de::Error::custom)?;
+        }
         Ok(BackendConfig {
             id,
             host,
             port,
             addr,
-            options: written.options()?,
+            options,
         })
     }
 }
@@ -306,12 +384,13 @@ impl Visitor<'_> for HostSeed {
 }
 
 thread_local! {
-    /// Set while [`offline`] runs: host names are not resolved.
+    /// Set while [`offline`] runs: host names are not resolved, PEM files are not read.
     static OFFLINE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f` with backend hosts resolved without the network: an IP address or `localhost` resolves, any other name
-/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query.
+/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query (nor
+/// reads the files a config names).
 pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {

@@ -385,6 +385,10 @@ mod error_lines {
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\nstatuses = ['200-399', 600]\n"#, "lb.toml:3:24: health_check.statuses[1]: status must be between 100 and 599, got 600"),
         ("lb.toml", r#"backends = [{id = 1, host = 'nosuch.invalid', port = 1}]\n"#, r#"lb.toml:1:29: backends[0].host: cannot resolve "nosuch.invalid": ..."#),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[pool]\nmax_idle_per_backend = -1\n"#, "lb.toml:3:24: pool.max_idle_per_backend: must be at least 0, got -1"),
+        // Upstream TLS: the files are read where they are named.
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\ntls = true\nca = '/nonexistent/ca.pem'\n"#, "lb.toml:6:6: backends[0].ca: /nonexistent/ca.pem: cannot read: No such file or directory (os error 2)"),
+        ("lb.json", r#"{"backends": [{"id": 1, "host": "127.0.0.1", "port": 1, "tls": true, "client_cert": "/nonexistent/c.pem", "client_key": "/nonexistent/c.key"}]}"#, "lb.json:1:104: backends[0].client_cert: /nonexistent/c.pem: cannot read: No such file or directory (os error 2)"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nprotocol = 'h2c'\ntls = true\n"#, r#"lb.toml:1:1: backends[0]: protocol "h2c" is HTTP/2 in clear text and cannot have tls = true ("h2" is HTTP/2 over TLS)"#),
     ];
 
     #[test]

@@ -3,24 +3,32 @@
 //! checks every interval and flips the backend's health through the rise/fall machine, and the check before
 //! traffic (`check_once`). Every check that was made is recorded in the backend's state (counters, history: see
 //! `backend::history`) and logged at debug.
+//!
+//! A check reaches the backend the way requests do (`upstream::connector`): over TLS for a `tls` backend (so a `tcp`
+//! check of one passes only once the handshake, verification included, has), and in the backend's HTTP version:
+//! HTTP/1.1, or HTTP/2 for `protocol = "h2c"` and `"h2"`. A backend that answers a check but not in the way requests
+//! will need is not healthy.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Request};
+use http::{header, Request, Response, Uri, Version};
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Flip, HealthState};
 use crate::backend::history::Check;
 use crate::backend::Backend;
-use crate::config::{HealthConfig, HealthKind};
+use crate::config::{HealthConfig, HealthKind, Protocol};
 use crate::failure::{describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
-use crate::upstream::{connector, ConnectError};
+use crate::upstream::connector::{self, Upstream};
+use crate::upstream::ConnectError;
 
 /// How soon a check that could not be made for a local reason is tried again.
 const LOCAL_RETRY: Duration = Duration::from_millis(100);
@@ -198,21 +206,81 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
     if config.kind == HealthKind::Tcp {
         return Ok(None);
     }
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| fail(error.to_string()))?;
-    let request = Request::get(config.path.as_str())
-        .header(header::HOST, backend.authority.as_str())
-        .header(
-            header::USER_AGENT,
-            concat!("lb-health-check/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|error| fail(error.to_string()))?;
-    let mut exchange = std::pin::pin!(sender.send_request(request));
-    // The connection is driven here rather than spawned, so a backend that hangs leaves nothing behind when the
-    // check times out.
+    let agent = concat!("lb-health-check/", env!("CARGO_PKG_VERSION"));
+    let status = match backend.options.protocol {
+        Protocol::Http1 => {
+            let request = Request::get(config.path.as_str())
+                .header(header::HOST, backend.authority.as_str())
+                .header(header::USER_AGENT, agent)
+                .header(header::CONNECTION, "close")
+                .body(Empty::<Bytes>::new())
+                .map_err(|error| fail(error.to_string()))?;
+            http1(stream, request).await
+        }
+        Protocol::H2c | Protocol::H2 => {
+            // HTTP/2 carries the host in the `:authority` of an absolute URI, and has no `Connection` header.
+            let scheme = match backend.tls {
+                Some(_) => "https",
+                None => "http",
+            };
+            let uri = Uri::builder()
+                .scheme(scheme)
+                .authority(backend.authority.as_str())
+                .path_and_query(config.path.as_str())
+                .build()
+                .map_err(|error| fail(error.to_string()))?;
+            let request = Request::get(uri)
+                .version(Version::HTTP_2)
+                .header(header::USER_AGENT, agent)
+                .body(Empty::<Bytes>::new())
+                .map_err(|error| fail(error.to_string()))?;
+            http2(stream, request).await
+        }
+    };
+    status.map(Some).map_err(|error| fail(with_causes(&error)))
+}
+
+/// `error` and what caused it, as one line: hyper's own words say where the exchange failed (`error writing a body
+/// to connection`), the causes why (`received fatal alert: CertificateRequired`, from TLS).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let said = error.to_string();
+        if !line.ends_with(&said) {
+            line.push_str(": ");
+            line.push_str(&said);
+        }
+        cause = error.source();
+    }
+    line
+}
+
+/// Sends `request` over HTTP/1.1 on `stream`; answers the response's status.
+async fn http1(stream: Upstream, request: Request<Empty<Bytes>>) -> hyper::Result<u16> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    answered(sender.send_request(request), connection).await
+}
+
+/// Sends `request` over HTTP/2 on `stream`; answers the response's status.
+///
+/// hyper's HTTP/2 client spawns its connection task (and one per request) on the executor, here the runtime that
+/// runs the checks. Once the check is over (answered, failed or timed out), both ends are dropped and the spawned
+/// task resets the stream and closes the connection, so nothing outlives the check for long.
+async fn http2(stream: Upstream, request: Request<Empty<Bytes>>) -> hyper::Result<u16> {
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    answered(sender.send_request(request), connection).await
+}
+
+/// The status `exchange` gets, driving `connection` meanwhile: driven here rather than spawned, so a backend that
+/// hangs leaves nothing behind when the check times out.
+async fn answered(
+    exchange: impl Future<Output = hyper::Result<Response<Incoming>>>,
+    connection: impl Future<Output = hyper::Result<()>>,
+) -> hyper::Result<u16> {
+    let mut exchange = std::pin::pin!(exchange);
     let response = tokio::select! {
         biased;
         response = &mut exchange => response,
@@ -221,7 +289,5 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
             Err(error) => Err(error),
         },
     };
-    response
-        .map(|r| Some(r.status().as_u16()))
-        .map_err(|error| fail(error.to_string()))
+    response.map(|r| r.status().as_u16())
 }

@@ -3,8 +3,10 @@
 //! A checker is keyed by its backend's identity (id + address, as snapshots carry state), so that the set of
 //! checkers can follow the set of backends one by one: [`Checkers::sync`] starts a checker for each backend a
 //! snapshot has and none had, stops those of backends it no longer has, restarts one whose check would differ (the
-//! backend is now written another way, so the checks' Host changes; or the check settings changed), and leaves every
-//! other checker running undisturbed, rise/fall streak included. A reload calls it with the new snapshot; the start
+//! backend is now written another way, so the checks' Host changes; it is reached another way (`protocol`, `tls`,
+//! `send_proxy`); it is a TLS backend, whose setup the new snapshot built afresh from files that may have been
+//! renewed; or the check settings changed), and leaves every other checker running undisturbed, rise/fall streak
+//! included. A restarted checker keeps the backend's health, only its streak starts over. A reload calls it with the new snapshot; the start
 //! calls it with the first.
 //!
 //! Each checker's token is a child of the server's shutdown token: shutdown stops them all at once (as it did when
@@ -54,7 +56,10 @@ impl Checker {
 
     /// Whether this checker checks `backend` the way `config` says to.
     fn checks_as(&self, backend: &Backend, config: &HealthConfig) -> bool {
-        self.backend.authority == backend.authority && self.config == *config
+        self.backend.authority == backend.authority
+            && self.config == *config
+            && self.backend.options == backend.options
+            && backend.tls.is_none()
     }
 }
 

@@ -4,6 +4,7 @@
 //!   an `ArcSwap`; a new snapshot carries each backend's live state over by identity.
 //! - `connector`: a new connection to any backend (TCP, TLS, a PROXY header first), for the generic path and the
 //!   health checks.
+//! - `tls_client`: the TLS client setups (trust, client certificate, ALPN) of a snapshot's backends, built with it.
 //! - `pool`: keep-alive connections to backends, one pool per worker thread (no locks on the hot path).
 //!
 //! A backend's identity and live state are `crate::backend`'s (below this module and `balance`, which both read
@@ -12,6 +13,7 @@
 pub mod connector;
 mod pool;
 mod snapshot;
+mod tls_client;
 
 pub use crate::backend::Backend;
 pub use pool::{ConnectError, KeepAlive, Lease, Pool, Reuse};

@@ -35,6 +35,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::connector::TlsError;
 use crate::backend::{Backend, BackendState};
 use crate::config::PoolConfig;
 use crate::failure::{describe_io, Failure};
@@ -57,6 +58,9 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("{}", describe_io(.0))]
     Io(io::Error),
+    /// Connected, but TLS to the backend failed (`connector`).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl ConnectError {
@@ -64,6 +68,7 @@ impl ConnectError {
         match self {
             ConnectError::Timeout(_) => Failure::ConnectTimeout,
             ConnectError::Io(error) => Failure::of_io(error, true),
+            ConnectError::Tls(error) => error.failure(),
         }
     }
 }

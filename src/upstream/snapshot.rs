@@ -10,12 +10,16 @@
 //! reload, and a request still running on the old snapshot counts against the same backend as new ones. A backend
 //! that changed address, or is new, starts fresh (healthy until its first check, which comes before traffic); a
 //! removed one is dropped with the last snapshot that holds it.
+//!
+//! The TLS client setups of TLS backends (`tls_client`) are built with the snapshot, so a reload re-reads the
+//! files they come from and connections never parse them.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::tls_client;
 use crate::backend::{Backend, Identity};
 use crate::balance::{self, Balance};
 use crate::config::{AccessLogFormat, Config, PoolConfig, Timeouts};
@@ -41,6 +45,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// The routing state for `config`, keeping the live state of every backend that `previous` has too.
     pub fn build(config: &Config, previous: Option<&Snapshot>) -> Self {
+        // TLS client setups are built here, once per snapshot, and shared by backends with the same settings.
+        let mut tls = tls_client::Configs::default();
         let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
@@ -50,11 +56,9 @@ impl Snapshot {
                     addr: b.addr,
                 };
                 let known = previous.and_then(|previous| previous.backend(identity));
-                Arc::new(Backend::new(
-                    b,
-                    known.map(|known| known.state.clone()),
-                    config.workers,
-                ))
+                let backend =
+                    Backend::new(b, known.map(|known| known.state.clone()), config.workers);
+                Arc::new(backend.with_tls(tls.for_backend(b)))
             })
             .collect();
         Snapshot {

@@ -12,6 +12,7 @@ mod h2;
 mod handoff;
 mod raw;
 mod scripted;
+mod tls_backend;
 mod websocket;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub use h2::{
 pub use handoff::{assert_not_asked_to_upgrade, tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};
+pub use tls_backend::{backend_entry, path_line, toml_config, wait_health, TestCa, TlsBackend};
 pub use websocket::{WsEchoBackend, BYE, BYE_CODE, BYE_REASON};
 
 /// Long enough for anything that should happen on loopback; only reached when something is wrong.

@@ -1,7 +1,8 @@
 //! WebSocket through `lb` with a real client and server (tokio-tungstenite): the handshake reaches the backend with
 //! `Upgrade` and `Connection: upgrade` (and no other hop-by-hop header), messages of every size echo through the
-//! tunnel, and the close handshake works from either side. The tunnel's mechanics (half-close, idle, drain, memory)
-//! are in `upgrade.rs`, with a made-up protocol whose bytes the test writes by hand.
+//! tunnel, the close handshake works from either side, and a reload that keeps the backend does not cut the tunnel.
+//! The tunnel's mechanics (half-close, idle, drain, memory) are in `upgrade.rs`, with a made-up protocol whose bytes
+//! the test writes by hand.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -236,4 +237,27 @@ async fn a_tunnels_access_log_line_says_101() {
     drop(ws);
     let line = lb.wait_log("\"GET /chat HTTP/1.1\" 101 ", PATIENCE).await;
     assert!(line.contains(" backend=1 "), "{line}");
+}
+
+#[tokio::test]
+async fn a_tunnel_survives_a_reload_that_keeps_its_backend() {
+    let (_backend, lb) = ws_setup().await;
+    let mut ws = ws_connect(&lb, "/chat").await;
+    echo(&mut ws, Message::text("before the reload")).await;
+
+    // The reload keeps backend 1 (same id and address) and adds another one.
+    let other = crate::harness::TestBackend::start(2).await;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lb.config_path()).unwrap()).unwrap();
+    config["backends"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 2, "host": "127.0.0.1", "port": other.addr().port()}));
+    lb.rewrite_config(&config.to_string());
+    lb.signal("HUP").await;
+    lb.wait_log("config reloaded", PATIENCE).await;
+
+    // The tunnel was not cut: messages still cross it both ways.
+    echo(&mut ws, Message::text("after the reload")).await;
+    echo(&mut ws, Message::binary(pattern(100_000))).await;
 }
