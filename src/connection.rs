@@ -21,7 +21,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -34,7 +34,9 @@ use crate::h1::client::{linger_close, Client, LINGER};
 use crate::h1::request::{self, RequestHead};
 use crate::h1::socket::read_into;
 use crate::h1::transport::Transport;
+use crate::h1::write::Scheme;
 use crate::h1::{body, write, BodyLength, HeadScan};
+use crate::h2;
 use crate::proxy::{self, Outcome, Record};
 use crate::timers::Elapsed;
 use crate::worker::{Open, Worker};
@@ -44,7 +46,7 @@ const HEAD_BUFFER: usize = 2 * 1024;
 
 /// Starts serving a connection just accepted (and counted against `max_connections`) on this worker. It counts as
 /// open from now on, not from when its task first runs: a drain that starts in between still waits for it.
-pub fn spawn<T: Transport + 'static>(client: Client<T>, worker: &Rc<Worker>) {
+pub fn spawn<T: Transport + Send + 'static>(client: Client<T>, worker: &Rc<Worker>) {
     tokio::task::spawn_local(serve(client, worker.open()));
 }
 
@@ -53,7 +55,10 @@ pub fn spawn<T: Transport + 'static>(client: Client<T>, worker: &Rc<Worker>) {
 /// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output = ()> {
+fn serve<T: Transport + Send + 'static>(
+    mut client: Client<T>,
+    open: Open,
+) -> impl Future<Output = ()> {
     async move {
         let worker = open.worker();
         let mut first = true;
@@ -106,10 +111,23 @@ fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output 
                     }
                 }
             }
+            // HTTP/2 with prior knowledge: its preface, in the connection's first bytes, hands it to hyper.
+            if first && h2::is_preface(&client.buf) {
+                return hand_over(client, open, Handover::Http2);
+            }
             first = false;
             // A box keeps the connection's own future small while it waits: the exchange's state lives only while
             // there is an exchange.
-            let keep_alive = Box::pin(exchange(&mut client, worker)).await;
+            let keep_alive = match Box::pin(exchange(&mut client, worker)).await {
+                Next::KeepAlive => true,
+                Next::Close => false,
+                Next::Generic(head) => {
+                    let read = std::mem::take(&mut client.buf);
+                    client.buf = BytesMut::from(&head[..]);
+                    client.buf.extend_from_slice(&read);
+                    return hand_over(client, open, Handover::Http1);
+                }
+            };
             if client.buf.is_empty() || !keep_alive {
                 buffers.recycle_bytes(std::mem::take(&mut client.buf));
             }
@@ -121,12 +139,60 @@ fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output 
     }
 }
 
-/// Reads one request head and proxies the request. Returns whether the connection may carry another request.
+/// What a connection does after an exchange.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Some backend is not plain HTTP/1.1: the connection goes to the generic path (`h2::serve_h1`), with this
+    /// request's head (as read) to be read again there.
+    Generic(Vec<u8>),
+}
+
+/// What a connection handed over to hyper speaks.
+enum Handover {
+    /// Its first bytes were the HTTP/2 preface: `h2::serve`.
+    Http2,
+    /// HTTP/1.1 for the generic path: `h2::serve_h1`.
+    Http1,
+}
+
+impl From<bool> for Next {
+    fn from(keep_alive: bool) -> Self {
+        match keep_alive {
+            true => Next::KeepAlive,
+            false => Next::Close,
+        }
+    }
+}
+
+/// Hands a connection over to hyper (the generic path), with what was read of it so far; its open count goes with
+/// it.
+fn hand_over<T: Transport + Send + 'static>(client: Client<T>, open: Open, to: Handover) {
+    let https = T::SCHEME == Scheme::Https;
+    let io = h2::Rewind::new(client.stream, client.buf);
+    match to {
+        Handover::Http2 => drop(tokio::task::spawn_local(h2::serve(
+            io,
+            client.peer,
+            open,
+            https,
+        ))),
+        Handover::Http1 => drop(tokio::task::spawn_local(h2::serve_h1(
+            io,
+            client.peer,
+            open,
+            https,
+        ))),
+    }
+}
+
+/// Reads one request head and proxies the request. Returns whether the connection may carry another request, or
+/// goes to the generic path.
 ///
 /// Every answer is counted once (`lb_requests_total`): a backend's by the proxy, on that backend; `lb`'s own here
 /// (a refused head, 408, a failed exchange, and one that broke or whose client left: with the status the access log
 /// line shows). Every answer gets an access log line when the log is on.
-async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool {
+async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> Next {
     let buffers = worker.buffers();
     let mut scan = HeadScan::default();
     // When a head that did not come whole began to arrive: the access log's duration counts from there (a head that
@@ -152,31 +218,34 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
     };
     let (head, raw) = match read {
         Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => return false,
+        Ok(Ok(None)) => return Next::Close,
         Ok(Err(HeadError::Io(error))) => {
             tracing::debug!(peer = %client.peer, %error, "client connection error");
-            return false;
+            return Next::Close;
         }
         Ok(Err(HeadError::Refused(refusal))) => {
             tracing::debug!(peer = %client.peer, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
             refuse(client, worker, refusal.status, began).await;
-            return false;
+            return Next::Close;
         }
         Err(_) => {
             if !client.buf.is_empty() {
                 tracing::debug!(peer = %client.peer, "client sent no complete request head in time: 408");
                 refuse(client, worker, StatusCode::REQUEST_TIMEOUT, began).await;
             }
-            return false;
+            return Next::Close;
         }
     };
     if body::small_rest_to_come(head.body, client.buf.len()) {
         client.stream.acknowledge_now();
     }
-    let in_flight = worker.exchange();
-    let started = Instant::now();
     // One view of the routing for the whole exchange (a reload in between changes nothing for it).
     let snapshot = worker.routing().load_full();
+    if !snapshot.plain {
+        return Next::Generic(raw);
+    }
+    let in_flight = worker.exchange();
+    let started = Instant::now();
     let mut record = Record::default();
     let outcome = proxy::handle(
         worker,
@@ -256,7 +325,7 @@ async fn exchange<T: Transport>(client: &mut Client<T>, worker: &Worker) -> bool
     }
     drop(in_flight);
     buffers.recycle_vec(raw);
-    keep_alive
+    keep_alive.into()
 }
 
 enum HeadError {

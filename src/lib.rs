@@ -22,6 +22,8 @@
 //! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
 //! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming, and the
 //!   client connection behind a `Transport` (plain TCP; TLS next).
+//! - `h2`: the generic path on hyper: HTTP/2 clients (h2c by its preface, h2 by ALPN), HTTP/1.1 clients when
+//!   some backend is not plain HTTP/1.1, and backends over HTTP/2 (gRPC); same balancer, retries, counts and logs.
 //! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
 //!   upgrade; returns an outcome (it never answers on its own).
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
@@ -52,6 +54,7 @@ mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 mod h1;
+mod h2;
 mod health;
 mod log_limit;
 mod proxy;

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub use state::{AdminState, BackendState};
+pub use state::{AdminState, BackendState, InFlight};
 
 use crate::config::{BackendConfig, BackendOptions};
 

@@ -31,7 +31,7 @@ const HOP_BY_HOP: [&[u8]; 8] = [
     b"http2-settings",
 ];
 
-fn is_hop_by_hop(name: &[u8]) -> bool {
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop))
 }
 
@@ -48,7 +48,7 @@ const ALIASED: [&[u8]; 7] = [
 ];
 
 /// Whether `name` has a `_` and is one of [`ALIASED`] with `_` for some `-` (case-insensitive).
-fn is_underscore_alias(name: &[u8]) -> bool {
+pub fn is_underscore_alias(name: &[u8]) -> bool {
     name.contains(&b'_')
         && ALIASED.iter().any(|ours| {
             ours.len() == name.len()

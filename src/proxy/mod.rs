@@ -22,6 +22,7 @@ mod retry;
 mod tunnel;
 
 pub use outcome::{Outcome, ProxyError, Record};
+pub use retry::{is_idempotent, Tried};
 
 use tokio::time::Instant;
 

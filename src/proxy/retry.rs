@@ -213,17 +213,17 @@ fn answered(worker: &Worker, backend: &Backend, class: StatusClass, record: &Rec
 /// The backends one request already tried: the first inline (no allocation per request), the others (retries)
 /// in a list.
 #[derive(Default)]
-struct Tried {
+pub struct Tried {
     first: Option<usize>,
     more: Vec<usize>,
 }
 
 impl Tried {
-    fn contains(&self, index: usize) -> bool {
+    pub fn contains(&self, index: usize) -> bool {
         self.first == Some(index) || self.more.contains(&index)
     }
 
-    fn push(&mut self, index: usize) {
+    pub fn push(&mut self, index: usize) {
         if self.first.is_none() {
             self.first = Some(index);
         } else {
@@ -233,7 +233,7 @@ impl Tried {
 }
 
 /// RFC 9110 §9.2.2.
-fn is_idempotent(method: &Method) -> bool {
+pub fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

@@ -143,7 +143,6 @@ async fn a_reload_with_a_bad_ca_is_refused_and_one_that_renews_the_ca_takes_effe
 }
 
 #[tokio::test]
-#[ignore = "needs the generic path (branch h2)"]
 async fn requests_reach_a_tls_backend_verified_with_the_ca_by_its_host_name() {
     let ca = TestCa::new("test-ca");
     let backend = TlsBackend::tls(1, &ca).names(&["localhost"]).start().await;
@@ -169,7 +168,6 @@ async fn requests_reach_a_tls_backend_verified_with_the_ca_by_its_host_name() {
 }
 
 #[tokio::test]
-#[ignore = "needs the generic path (branch h2)"]
 async fn requests_carry_the_sni_name_and_the_client_certificate_the_backend_asks_for() {
     let (ca, clients) = (TestCa::new("test-ca"), TestCa::new("client-ca"));
     let client_cert = clients.issue("lb-client", &["lb.test"]);
@@ -197,7 +195,6 @@ async fn requests_carry_the_sni_name_and_the_client_certificate_the_backend_asks
 }
 
 #[tokio::test]
-#[ignore = "needs the generic path (branch h2)"]
 async fn a_backend_with_a_certificate_for_another_name_is_down_and_gets_no_requests() {
     let ca = TestCa::new("test-ca");
     let good = TlsBackend::tls(1, &ca).start().await;
@@ -240,7 +237,6 @@ async fn a_backend_with_a_certificate_for_another_name_is_down_and_gets_no_reque
 }
 
 #[tokio::test]
-#[ignore = "needs the generic path (branch h2)"]
 async fn requests_reach_an_h2_backend_over_tls_in_http2() {
     let ca = TestCa::new("test-ca");
     let backend = TlsBackend::tls(1, &ca).h2().start().await;

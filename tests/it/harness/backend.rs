@@ -49,7 +49,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>) -> Self {
+    pub fn of(req: &Request<Incoming>) -> Self {
         Seen {
             method: req.method().to_string(),
             path: req.uri().path().to_owned(),
