@@ -14,16 +14,37 @@ use tokio::net::TcpStream;
 use crate::config::{ListenerConfig, ListenerKind, Mode};
 use crate::connection;
 use crate::h1::client::Client;
+use crate::tls;
 use crate::worker::Worker;
 
 /// One listener's front end, shared by its sockets on every worker.
 pub struct Front {
     config: ListenerConfig,
+    /// The TLS config and certificates, on a TLS listener.
+    tls: Option<tls::Acceptor>,
+    /// The port a redirect listener sends clients to (the TLS listener's actual port).
+    https_port: u16,
 }
 
 impl Front {
     pub fn new(config: ListenerConfig) -> Self {
-        Front { config }
+        Front {
+            config,
+            tls: None,
+            https_port: 443,
+        }
+    }
+
+    /// Serves TLS with `acceptor` (on a TLS listener).
+    pub fn with_tls(mut self, acceptor: Option<tls::Acceptor>) -> Self {
+        self.tls = acceptor;
+        self
+    }
+
+    /// Redirects to https on `port` (on a redirect listener).
+    pub fn with_https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
     }
 
     /// Serves a connection just accepted (and counted against `max_connections`) on this worker.
@@ -32,6 +53,33 @@ impl Front {
         match (config.kind, config.mode) {
             (ListenerKind::Plain, Mode::Http) if config.accept_proxy.is_empty() => {
                 connection::spawn(Client::new(stream, peer), worker)
+            }
+            (ListenerKind::Tls, Mode::Http)
+                if config.accept_proxy.is_empty() && self.tls.is_some() =>
+            {
+                let acceptor = self.tls.clone();
+                let open = worker.open();
+                tokio::task::spawn_local(async move {
+                    let timeout = open.worker().routing().load().timeouts.client_header;
+                    let Some(acceptor) = acceptor else { return };
+                    let Some(stream) = acceptor.handshake(stream, peer, timeout).await else {
+                        return;
+                    };
+                    if stream.alpn_is(b"h2") {
+                        // h2: hand to crate::h2 (only offered when `tls::ADVERTISE_H2`; until then HTTP/1.1 below).
+                    }
+                    connection::serve(Client::new(stream, peer), open).await
+                });
+            }
+            (ListenerKind::RedirectHttps, Mode::Http) if config.accept_proxy.is_empty() => {
+                let open = worker.open();
+                let timeout = worker.routing().load().timeouts.client_header;
+                tokio::task::spawn_local(tls::serve_redirect(
+                    stream,
+                    self.https_port,
+                    timeout,
+                    open,
+                ));
             }
             (kind, mode) => {
                 tracing::warn!(%peer, "{kind:?} listener in {mode:?} mode: not served yet");

@@ -34,6 +34,8 @@
 //!   guard, a latency slot, counters), below both `balance` and `upstream`.
 //! - `health`: one checker task per backend, started and stopped one by one, and the pure rise/fall state machine.
 //! - [`demo`]: the built-in demo backends of `lb demo`.
+//! - `tls`: TLS termination (rustls, `ring`): certificates chosen by SNI and re-read on reload, the handshake,
+//!   the TLS transport under the HTTP/1.1 engine; and the redirect-to-https listener.
 //! - `signal`: SIGINT/SIGTERM as one shutdown future; SIGHUP caught and logged.
 //! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
@@ -58,6 +60,7 @@ mod proxy;
 mod server;
 pub mod signal;
 mod timers;
+mod tls;
 mod upstream;
 mod worker;
 

@@ -21,6 +21,7 @@ pub async fn run(plane: &Plane) -> Answer {
                 "added": reloaded.added,
                 "removed": reloaded.removed,
                 "changed": reloaded.changed,
+                "certificate_errors": reloaded.certificate_errors,
             }),
         ),
         Ok(Err(error)) => answer::error(StatusCode::BAD_REQUEST, &error),

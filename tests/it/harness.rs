@@ -11,6 +11,7 @@ mod browser;
 mod handoff;
 mod raw;
 mod scripted;
+pub mod tls;
 mod websocket;
 
 use std::collections::BTreeMap;
