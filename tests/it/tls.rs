@@ -7,7 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::tls::{alpn, presented, Issued, TestCa};
-use crate::harness::{full_config, run_lb, RawConn, TestBackend, TestLb, PATIENCE};
+use crate::harness::{full_config, run_lb, RawConn, TestBackend, TestLb, WsEchoBackend, PATIENCE};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Two certificates: `a.test` (the default, first) and `*.b.test`.
 struct Two {
@@ -105,6 +107,98 @@ async fn alpn_agrees_on_http11_and_the_backend_learns_https_over_one_kept_alive_
     assert_eq!(conn.response().await.status, 200);
     assert_eq!(conn.response().await.status, 200);
     assert_eq!(backend.last_seen().path, "/two");
+}
+
+#[tokio::test]
+async fn tls_12_and_13_are_both_spoken() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let lb = lb_with(&backend, &certs).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let client = certs.ca.client_with(&[b"http/1.1"], &[version]);
+        let tcp = TcpStream::connect(lb.addr()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+        let stream = client.connect(name, tcp).await.expect("a handshake");
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(version.version));
+        let mut conn = RawConn::from_stream(stream);
+        conn.send(&get("/")).await;
+        assert_eq!(conn.response().await.status, 200, "{:?}", version.version);
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_session_works_over_tls() {
+    let backend = WsEchoBackend::start().await;
+    let ca = TestCa::new();
+    let cert = ca.issue("ws", &["ws.test"]);
+    let config = format!(
+        r#"{{"backends": [{{"id": 1, "host": "127.0.0.1", "port": {}}}], "health_check": {{"path": "/health", "interval": "100ms"}}, "tls": {{"cert": {:?}, "key": {:?}}}}}"#,
+        backend.addr().port(),
+        cert.cert,
+        cert.key
+    );
+    let lb = TestLb::from_file("lb.json", &config).await;
+    let stream = ca.connect(lb.addr(), "ws.test").await;
+    let url = format!("wss://ws.test:{}/chat", lb.addr().port());
+    let (mut ws, response) =
+        tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(url, stream))
+            .await
+            .expect("a handshake in time")
+            .expect("a WebSocket handshake over TLS");
+    assert_eq!(response.status(), 101);
+    for size in [5, 70_000] {
+        let sent = crate::harness::pattern(size);
+        ws.send(Message::Binary(sent.clone().into())).await.unwrap();
+        let back = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("an echo in time")
+            .expect("a message")
+            .expect("no error");
+        assert_eq!(back.into_data().to_vec(), sent, "{size} bytes echoed");
+    }
+    ws.close(None).await.unwrap();
+}
+
+/// A few of the framing tests' refusals (`framing/`), over TLS: the same status, a close, nothing smuggled.
+#[tokio::test]
+async fn malformed_requests_are_refused_over_tls_as_in_clear_text() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let lb = lb_with(&backend, &certs).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let cases = [
+        "POST /up HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /up HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 1, 2\r\n\r\nab",
+        "GET / HTTP/1.1\r\nHost: shop.test\r\nBad Header: x\r\n\r\n",
+        "GET / HTTP/1.1\nHost: shop.test\r\n\r\n",
+    ];
+    for case in cases {
+        let mut stream = certs.ca.connect(lb.addr(), "a.test").await;
+        let _ = stream
+            .write_all(format!("{case}{smuggled}").as_bytes())
+            .await;
+        let mut received = Vec::new();
+        let read = async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                received.extend_from_slice(&buf[..n]);
+            }
+        };
+        let closed = tokio::time::timeout(PATIENCE, read).await.is_ok();
+        let text = String::from_utf8_lossy(&received);
+        assert!(closed, "{case:?}: not closed; got {text:?}");
+        assert!(text.starts_with("HTTP/1.1 400 "), "{case:?}: got {text:?}");
+        assert_eq!(
+            text.matches("HTTP/1.1").count(),
+            1,
+            "{case:?}: one answer: {text:?}"
+        );
+    }
+    assert_eq!(
+        backend.hits(),
+        0,
+        "no malformed or smuggled request reached the backend"
+    );
 }
 
 #[tokio::test]

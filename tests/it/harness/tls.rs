@@ -69,11 +69,20 @@ impl TestCa {
 
     /// A client trusting this CA only, offering `alpn`.
     pub fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        self.client_with(alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A client trusting this CA only, offering `alpn` and these TLS versions.
+    pub fn client_with(
+        &self,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
