@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use crate::harness::tls::{alpn, presented, Issued, TestCa};
 use crate::harness::{full_config, run_lb, RawConn, TestBackend, TestLb, WsEchoBackend, PATIENCE};
 use futures_util::{SinkExt, StreamExt};
+use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Two certificates: `a.test` (the default, first) and `*.b.test`.
@@ -220,6 +221,37 @@ async fn a_large_body_goes_up_and_comes_back_over_tls() {
     crate::harness::same_bytes(&response.body, &body, "the body echoed over TLS");
     // Then the connection still serves.
     conn.send(&get("/after")).await;
+    assert_eq!(conn.response().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_large_download_to_a_slow_reader_arrives_whole_and_the_connection_serves_on() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    // Health checks that a busy test thread (reading and hashing 8 MiB) cannot fail.
+    let health =
+        json!({"path": crate::harness::HEALTH_PATH, "interval": "1s", "timeout": "1s", "fall": 3});
+    let config = full_config(
+        &[(1, &backend)],
+        json!({"tls": tls_table(&certs), "health_check": health}),
+    );
+    let lb = TestLb::from_file("lb.json", &config).await;
+    let mut stream = certs.ca.connect(lb.addr(), "a.test").await;
+    let size: usize = 8 * 1024 * 1024;
+    stream
+        .write_all(&get(&format!("/download?bytes={size}")))
+        .await
+        .unwrap();
+    // Not reading for a while: the sockets fill up and lb's writes wait.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut conn = RawConn::from_stream(stream);
+    let response = conn.response().await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), size);
+    let digest = sha2::Sha256::digest(&response.body);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, crate::harness::pattern_sha256(size as u64));
+    conn.send(&get("/next")).await;
     assert_eq!(conn.response().await.status, 200);
 }
 
