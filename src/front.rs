@@ -57,19 +57,9 @@ impl Front {
             (ListenerKind::Tls, Mode::Http)
                 if config.accept_proxy.is_empty() && self.tls.is_some() =>
             {
-                let acceptor = self.tls.clone();
-                let open = worker.open();
-                tokio::task::spawn_local(async move {
-                    let timeout = open.worker().routing().load().timeouts.client_header;
-                    let Some(acceptor) = acceptor else { return };
-                    let Some(stream) = acceptor.handshake(stream, peer, timeout).await else {
-                        return;
-                    };
-                    if stream.alpn_is(b"h2") {
-                        // h2: hand to crate::h2 (only offered when `tls::ADVERTISE_H2`; until then HTTP/1.1 below).
-                    }
-                    connection::serve(Client::new(stream, peer), open).await
-                });
+                if let Some(acceptor) = &self.tls {
+                    serve_tls(acceptor.clone(), stream, peer, worker);
+                }
             }
             (ListenerKind::RedirectHttps, Mode::Http) if config.accept_proxy.is_empty() => {
                 let open = worker.open();
@@ -114,4 +104,19 @@ impl Front {
             Front::describe(config)
         )
     }
+}
+
+/// A connection on a TLS listener: the handshake, then HTTP/1.1 on our engine (HTTP/2 once it is offered).
+fn serve_tls(acceptor: tls::Acceptor, stream: TcpStream, peer: SocketAddr, worker: &Rc<Worker>) {
+    let open = worker.open();
+    tokio::task::spawn_local(async move {
+        let timeout = open.worker().routing().load().timeouts.client_header;
+        let Some(stream) = acceptor.handshake(stream, peer, timeout).await else {
+            return;
+        };
+        if stream.alpn_is(b"h2") {
+            // h2: hand to crate::h2 (offered only when `tls::ADVERTISE_H2`; until then, HTTP/1.1 below).
+        }
+        connection::serve(Client::new(stream, peer), open).await
+    });
 }

@@ -261,6 +261,13 @@ impl Server {
         })
     }
 
+    /// Loads the certificates `config` names, as [`Server::start`] would, without starting anything: what `lb
+    /// check` adds to the config's own validation.
+    pub fn check_certificates(config: &Config) -> Result<(), StartError> {
+        config.tls.as_ref().map(tls::Acceptor::new).transpose()?;
+        Ok(())
+    }
+
     /// Applies a new config without dropping anything: requests in flight finish on the routing they started with,
     /// client connections stay open, backends kept (same id and address) keep their health, counters and pooled
     /// connections, added backends are checked once before they get traffic, removed ones get no new request. The

@@ -353,6 +353,24 @@ async fn a_certificate_that_cannot_be_loaded_stops_the_start_with_one_line_namin
             "one line: {}",
             finished.stderr
         );
+        // `lb check` says the same, without starting.
+        let checked = run_lb(&[
+            "check",
+            "--config",
+            config,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ])
+        .await;
+        assert_eq!(
+            checked.code,
+            Some(1),
+            "check {cert} {key}: {}",
+            checked.stderr
+        );
+        assert_eq!(checked.last_error_line(), line, "check {cert} {key}");
     }
 }
 
