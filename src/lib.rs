@@ -21,7 +21,7 @@
 //! - `access_log`: the access log line of each answer (common, combined or JSON, on stdout) and the failure line.
 //! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
 //! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming, and the
-//!   client connection behind a `Transport` (plain TCP; TLS next).
+//!   client connection behind a `Transport` (plain TCP; TLS in `tls`).
 //! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
 //!   upgrade; returns an outcome (it never answers on its own).
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
