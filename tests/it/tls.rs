@@ -487,3 +487,34 @@ async fn an_extra_tls_listener_serves_like_the_main_one() {
         Some("https")
     );
 }
+
+#[tokio::test]
+async fn a_reload_on_the_admin_plane_lists_the_certificates_that_kept_their_old_version() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let config = full_config(&[(1, &backend)], json!({"tls": tls_table(&certs)}));
+    let lb = TestLb::from_file_with("lb.json", &config, &["--admin", "127.0.0.1:0"]).await;
+    let admin = lb.admin().await;
+
+    let (status, body) = admin.post("/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let diff: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(diff.get("certificate_errors"), None, "{body}");
+
+    std::fs::write(&certs.a.key, "not a key\n").unwrap();
+    let (status, body) = admin.post("/api/reload").await;
+    assert_eq!(status, 200, "the rest of the reload is applied: {body}");
+    let diff: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let errors = diff["certificate_errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(errors.len(), 1, "{body}");
+    let error = errors[0].as_str().unwrap();
+    assert!(
+        error.contains(certs.a.key.to_str().unwrap()) && error.contains("no private key"),
+        "{error}"
+    );
+    let stream = certs.ca.connect(lb.addr(), "a.test").await;
+    assert_eq!(presented(&stream), certs.a.der, "the old one is kept");
+}
