@@ -58,6 +58,10 @@ impl Acceptor {
             .map_err(|error| CertificateError(format!("tls: {error}")))?
             .with_no_client_auth()
             .with_cert_resolver(certificates.clone());
+        // Stateless session tickets (keys rotated by rustls, shared by every worker through this one config): a
+        // client that comes back resumes without a full handshake, whichever worker it lands on.
+        server.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|error| CertificateError(format!("tls: session tickets: {error}")))?;
         server.alpn_protocols = match ADVERTISE_H2 {
             true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             false => vec![b"http/1.1".to_vec()],

@@ -518,3 +518,35 @@ async fn a_reload_on_the_admin_plane_lists_the_certificates_that_kept_their_old_
     let stream = certs.ca.connect(lb.addr(), "a.test").await;
     assert_eq!(presented(&stream), certs.a.der, "the old one is kept");
 }
+
+#[tokio::test]
+async fn a_client_that_comes_back_resumes_its_session() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let lb = lb_with(&backend, &certs).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        // One client config: its session cache carries the ticket from one connection to the next.
+        let client = certs.ca.client_with(&[b"http/1.1"], &[version]);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(lb.addr()).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+            let mut stream = client.connect(name, tcp).await.expect("a handshake");
+            // A request, so that TLS 1.3's tickets (sent after the handshake) are read.
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+            assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+            kinds.push(format!("{:?}", stream.get_ref().1.handshake_kind()));
+        }
+        assert_eq!(
+            kinds,
+            ["Some(Full)", "Some(Resumed)"],
+            "{:?}",
+            version.version
+        );
+    }
+}
