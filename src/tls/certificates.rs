@@ -49,6 +49,8 @@ struct Set {
 struct Entry {
     paths: CertificatePaths,
     key: Arc<CertifiedKey>,
+    /// The names it is for (kept for a reload that keeps it).
+    names: Vec<String>,
 }
 
 /// A certificate that could not be loaded: one line naming the file and the problem.
@@ -88,7 +90,7 @@ impl Certificates {
                     match kept {
                         Some(entry) => {
                             tracing::error!("reload: {error}: the certificate loaded before stays");
-                            entries.push((paths.clone(), entry.key.clone(), names_of(&entry.key)));
+                            entries.push((paths.clone(), entry.key.clone(), entry.names.clone()));
                         }
                         None => tracing::error!("reload: {error}: left out"),
                     }
@@ -126,13 +128,13 @@ impl Set {
             wildcard: HashMap::new(),
         };
         for (index, (paths, key, names)) in loaded.into_iter().enumerate() {
-            for name in names {
+            for name in &names {
                 match name.strip_prefix("*.") {
                     Some(parent) => set.wildcard.entry(parent.to_owned()).or_insert(index),
-                    None => set.exact.entry(name).or_insert(index),
+                    None => set.exact.entry(name.clone()).or_insert(index),
                 };
             }
-            set.entries.push(Entry { paths, key });
+            set.entries.push(Entry { paths, key, names });
         }
         set
     }
@@ -274,14 +276,6 @@ fn inspect(path: &Path, der: &CertificateDer<'_>) -> Result<Vec<String>, Certifi
         }
     }
     Ok(names)
-}
-
-/// The names of a certificate already loaded (its first certificate's).
-fn names_of(key: &CertifiedKey) -> Vec<String> {
-    key.cert
-        .first()
-        .and_then(|der| inspect(Path::new(""), der).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
