@@ -55,7 +55,7 @@ pub fn spawn<T: Transport + Send + 'static>(client: Client<T>, worker: &Rc<Worke
 /// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-fn serve<T: Transport + Send + 'static>(
+pub fn serve<T: Transport + Send + 'static>(
     mut client: Client<T>,
     open: Open,
 ) -> impl Future<Output = ()> {

@@ -13,17 +13,39 @@ use tokio::net::TcpStream;
 
 use crate::config::{ListenerConfig, ListenerKind, Mode};
 use crate::connection;
+use crate::h2;
 use crate::h1::client::Client;
+use crate::tls;
 use crate::worker::Worker;
 
 /// One listener's front end, shared by its sockets on every worker.
 pub struct Front {
     config: ListenerConfig,
+    /// The TLS config and certificates, on a TLS listener.
+    tls: Option<tls::Acceptor>,
+    /// The port a redirect listener sends clients to (the TLS listener's actual port).
+    https_port: u16,
 }
 
 impl Front {
     pub fn new(config: ListenerConfig) -> Self {
-        Front { config }
+        Front {
+            config,
+            tls: None,
+            https_port: 443,
+        }
+    }
+
+    /// Serves TLS with `acceptor` (on a TLS listener).
+    pub fn with_tls(mut self, acceptor: Option<tls::Acceptor>) -> Self {
+        self.tls = acceptor;
+        self
+    }
+
+    /// Redirects to https on `port` (on a redirect listener).
+    pub fn with_https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
     }
 
     /// Serves a connection just accepted (and counted against `max_connections`) on this worker.
@@ -32,6 +54,23 @@ impl Front {
         match (config.kind, config.mode) {
             (ListenerKind::Plain, Mode::Http) if config.accept_proxy.is_empty() => {
                 connection::spawn(Client::new(stream, peer), worker)
+            }
+            (ListenerKind::Tls, Mode::Http)
+                if config.accept_proxy.is_empty() && self.tls.is_some() =>
+            {
+                if let Some(acceptor) = &self.tls {
+                    serve_tls(acceptor.clone(), stream, peer, worker);
+                }
+            }
+            (ListenerKind::RedirectHttps, Mode::Http) if config.accept_proxy.is_empty() => {
+                let open = worker.open();
+                let timeout = worker.routing().load().timeouts.client_header;
+                tokio::task::spawn_local(tls::serve_redirect(
+                    stream,
+                    self.https_port,
+                    timeout,
+                    open,
+                ));
             }
             (kind, mode) => {
                 tracing::warn!(%peer, "{kind:?} listener in {mode:?} mode: not served yet");
@@ -66,4 +105,21 @@ impl Front {
             Front::describe(config)
         )
     }
+}
+
+/// A connection on a TLS listener: the handshake, then HTTP/1.1 on our engine, or HTTP/2 on hyper's (by ALPN).
+fn serve_tls(acceptor: tls::Acceptor, stream: TcpStream, peer: SocketAddr, worker: &Rc<Worker>) {
+    let open = worker.open();
+    tokio::task::spawn_local(async move {
+        let timeout = open.worker().routing().load().timeouts.client_header;
+        let Some(stream) = acceptor.handshake(stream, peer, timeout).await else {
+            return;
+        };
+        if stream.alpn_is(b"h2") {
+            // HTTP/2 is served by hyper over the same transport (read through `Rewind`, one copy off the fast path).
+            let io = h2::Rewind::new(stream, bytes::BytesMut::new());
+            return h2::serve(io, peer, open, true).await;
+        }
+        connection::serve(Client::new(stream, peer), open).await
+    });
 }

@@ -1,4 +1,4 @@
-//! The byte stream under a client connection: plain TCP today, TLS next, each behind one trait.
+//! The byte stream under a client connection: plain TCP (here) or TLS (`tls::transport`), each behind one trait.
 //!
 //! Everything above the listener (the connection loop, head reading, the relay, tunnels) is generic over
 //! [`Transport`] and compiled once per transport, so plain TCP pays nothing for the abstraction. What a transport

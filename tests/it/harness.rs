@@ -13,6 +13,7 @@ mod handoff;
 mod raw;
 mod scripted;
 mod tls_backend;
+pub mod tls;
 mod websocket;
 
 use std::collections::BTreeMap;
