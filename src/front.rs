@@ -13,8 +13,8 @@ use tokio::net::TcpStream;
 
 use crate::config::{ListenerConfig, ListenerKind, Mode};
 use crate::connection;
-use crate::h2;
 use crate::h1::client::Client;
+use crate::h2;
 use crate::tls;
 use crate::worker::Worker;
 

@@ -12,8 +12,8 @@ mod h2;
 mod handoff;
 mod raw;
 mod scripted;
-mod tls_backend;
 pub mod tls;
+mod tls_backend;
 mod websocket;
 
 use std::collections::BTreeMap;

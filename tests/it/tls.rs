@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::tls::{alpn, presented, Issued, TestCa};
 use crate::harness::{full_config, run_lb, RawConn, TestBackend, TestLb, WsEchoBackend, PATIENCE};
+use crate::harness::{h2_fetch, h2_request};
 use futures_util::{SinkExt, StreamExt};
 use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
@@ -82,9 +83,9 @@ async fn alpn_agrees_on_http11_and_the_backend_learns_https_over_one_kept_alive_
 
     let stream = certs
         .ca
-        .try_connect(lb.addr(), "a.test", &[b"h2", b"http/1.1"])
+        .try_connect(lb.addr(), "a.test", &[b"http/1.1"])
         .await
-        .expect("a handshake offering h2 and http/1.1");
+        .expect("a handshake offering http/1.1");
     assert_eq!(alpn(&stream).as_deref(), Some(&b"http/1.1"[..]));
     let mut conn = RawConn::from_stream(stream);
     for i in 0..3 {
@@ -108,6 +109,36 @@ async fn alpn_agrees_on_http11_and_the_backend_learns_https_over_one_kept_alive_
     assert_eq!(conn.response().await.status, 200);
     assert_eq!(conn.response().await.status, 200);
     assert_eq!(backend.last_seen().path, "/two");
+}
+
+#[tokio::test]
+async fn alpn_prefers_h2_and_requests_over_it_reach_the_backend_as_https() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let lb = lb_with(&backend, &certs).await;
+
+    let stream = certs
+        .ca
+        .try_connect(lb.addr(), "a.test", &[b"h2", b"http/1.1"])
+        .await
+        .expect("a handshake offering h2 and http/1.1");
+    assert_eq!(alpn(&stream).as_deref(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 connection over TLS");
+    tokio::spawn(connection);
+    for i in 0..3 {
+        let request = h2_request("GET", &format!("/over-h2/{i}"), "");
+        let (status, _, body, _) = h2_fetch(&mut sender, request).await;
+        assert_eq!(status, 200, "request {i} over h2");
+        assert_eq!(body, "hello from backend 1");
+        let seen = backend.last_seen();
+        assert_eq!(seen.path, format!("/over-h2/{i}"));
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    }
 }
 
 #[tokio::test]
