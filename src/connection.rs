@@ -53,7 +53,7 @@ pub fn spawn<T: Transport + 'static>(client: Client<T>, worker: &Rc<Worker>) {
 /// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output = ()> {
+pub fn serve<T: Transport>(mut client: Client<T>, open: Open) -> impl Future<Output = ()> {
     async move {
         let worker = open.worker();
         let mut first = true;

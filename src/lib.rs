@@ -24,6 +24,10 @@
 //!   client connection behind a `Transport` (plain TCP; TLS next).
 //! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
 //!   upgrade; returns an outcome (it never answers on its own).
+//! - `tcp`: TCP mode (L4): a connection balanced whole to a backend (connect retried on the next one), bytes copied
+//!   both ways with half-close and an idle timeout.
+//! - `proxy_protocol`: the PROXY protocol header (v1 text, v2 binary): encoded for `send_proxy` backends, read
+//!   strictly from `accept_proxy` sources.
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
 //!   flood (the first in full, the rest summed up once a second).
 //! - `balance`: the selection API (a balancer built per snapshot, asked per request with the candidates: backends,
@@ -55,9 +59,11 @@ mod h1;
 mod health;
 mod log_limit;
 mod proxy;
+mod proxy_protocol;
 mod server;
 pub mod signal;
 mod timers;
+mod tcp;
 mod upstream;
 mod worker;
 

@@ -11,6 +11,7 @@ mod browser;
 mod handoff;
 mod raw;
 mod scripted;
+mod tcp;
 mod websocket;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use browser::{Browser, Page};
 pub use handoff::{assert_not_asked_to_upgrade, tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};
+pub use tcp::{goodbye, greeting, v1_header, v2_header, TcpBackend};
 pub use websocket::{WsEchoBackend, BYE, BYE_CODE, BYE_REASON};
 
 /// Long enough for anything that should happen on loopback; only reached when something is wrong.
