@@ -62,8 +62,8 @@ mod proxy;
 mod proxy_protocol;
 mod server;
 pub mod signal;
-mod timers;
 mod tcp;
+mod timers;
 mod upstream;
 mod worker;
 

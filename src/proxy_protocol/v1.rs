@@ -136,7 +136,10 @@ mod tests {
             (b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Malformed::Grammar),
             (b"PROXY \r\n", Malformed::Grammar),
             (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", Malformed::Grammar),
-            (b"PROXY TCP4 1.2.3.4\xff 5.6.7.8 1 2\r\n", Malformed::Grammar),
+            (
+                b"PROXY TCP4 1.2.3.4\xff 5.6.7.8 1 2\r\n",
+                Malformed::Grammar,
+            ),
             (b"PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n", Malformed::Address),
             (b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n", Malformed::Address),
             (b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", Malformed::Address),

@@ -95,8 +95,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<Decoded>, Malformed> {
             }
         }
         (PROXY, TCP_IPV6) => {
-            let ip =
-                |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&block[at..at + 16]).unwrap());
+            let ip = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&block[at..at + 16]).unwrap());
             Header::Proxied {
                 source: SocketAddr::from((ip(0), port(32))),
                 destination: SocketAddr::from((ip(16), port(34))),

@@ -8,8 +8,9 @@
 //! (there is no 503 to send in TCP), logged once a second at most.
 //!
 //! A backend with `send_proxy` gets a PROXY header first, with the client's address and the address it reached
-//! (the listener's, or what a trusted PROXY header said). Then `relay` copies both ways with half-close and an idle
-//! timeout (`timeouts.tunnel_idle`).
+//! (the listener's, or what a trusted PROXY header said). Then the bytes are copied both ways with half-close and
+//! an idle timeout (`timeouts.tunnel_idle`): by `splice(2)` between two plain sockets (`splice`, measured faster),
+//! through buffers otherwise (`relay`).
 //!
 //! For the worker, a TCP connection is an exchange in flight and a tunnel: a drain does not cut it, it lives until
 //! it ends or the drain deadline ends the process, which does not make the drain unclean (as an upgraded
@@ -17,21 +18,26 @@
 //! duration, how it ended), and a line in the access log when it is on.
 
 mod relay;
+mod splice;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio::net::TcpStream;
+use tokio::time::{Duration, Instant};
 
 pub use relay::FirstBytes;
+
+use relay::Relayed;
 
 use crate::balance::Candidates;
 use crate::failure::Failure;
 use crate::log_limit::{self, Subject};
 use crate::proxy_protocol;
-use crate::upstream::{connector, Backend, Snapshot};
+use crate::upstream::connector::{self, Upstream};
+use crate::upstream::{Backend, Snapshot};
 use crate::worker::Open;
 
 /// Who is on each end of a client connection, as far as the backend should know.
@@ -43,11 +49,25 @@ pub struct Ends {
     pub local: SocketAddr,
 }
 
+/// A client connection's byte stream in TCP mode: plain TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin {
+    /// The socket itself when the stream is plain TCP (then bytes can be spliced, see `splice`).
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Stream for TcpStream {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
 /// Serves one TCP-mode client connection to its end; `leftover` holds bytes already read from the client (past a
 /// PROXY header), which go to the backend first.
 pub async fn serve<S>(mut client: S, ends: Ends, leftover: BytesMut, first: FirstBytes, open: Open)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Stream,
 {
     let worker = open.worker();
     let started = Instant::now();
@@ -77,7 +97,7 @@ where
         };
         backend.state.stats.opened(worker.index());
         let idle = snapshot.timeouts.tunnel_idle;
-        let relayed = relay::run(&mut client, &mut upstream, &leftover, first, idle).await;
+        let relayed = copy_both_ways(&mut client, &mut upstream, &leftover, first, idle).await;
         backend.state.stats.closed(worker.index());
         tracing::debug!(
             client = %ends.peer,
@@ -92,13 +112,29 @@ where
     }
 }
 
+/// Copies both ways: spliced between two plain sockets (unless the client's first bytes are checked, or no pipe
+/// can be made), else through buffers (`relay`).
+async fn copy_both_ways<S: Stream>(
+    client: &mut S,
+    upstream: &mut Upstream,
+    leftover: &[u8],
+    first: FirstBytes,
+    idle: Duration,
+) -> Relayed {
+    if let (Some(client), Upstream::Plain(backend), FirstBytes::Unchecked) =
+        (client.as_tcp(), &*upstream, first)
+    {
+        match splice::Pipes::new() {
+            Ok(pipes) => return splice::run(client, backend, leftover, pipes, idle).await,
+            Err(error) => tracing::debug!(%error, "no pipe for splice: copying through buffers"),
+        }
+    }
+    relay::run(client, upstream, leftover, first, idle).await
+}
+
 /// A connection to `backend` (with its PROXY header when it wants one), or `None` when it failed (counted and
 /// logged: the caller tries the next backend).
-async fn connect(
-    snapshot: &Snapshot,
-    backend: &Backend,
-    ends: Ends,
-) -> Option<connector::Upstream> {
+async fn connect(snapshot: &Snapshot, backend: &Backend, ends: Ends) -> Option<Upstream> {
     let prelude = backend
         .options
         .send_proxy

@@ -10,8 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    goodbye, greeting, v1_header, v2_header, RawConn, TcpBackend, TestBackend, TestLb,
-    PATIENCE,
+    goodbye, greeting, v1_header, v2_header, RawConn, TcpBackend, TestBackend, TestLb, PATIENCE,
 };
 
 /// The client `lb` is told about, and the address it is told that client reached.
@@ -136,23 +135,64 @@ async fn malformed_headers_close_the_connection_and_lb_keeps_serving() {
     let long = format!("PROXY UNKNOWN {}\r\n", "x".repeat(100));
     let cases: &[(&str, Vec<u8>, bool)] = &[
         ("no header from a trusted source", request.to_vec(), false),
-        ("bad v2 signature", [b"\r\n\r\n\0\r\nQUIX\n".as_slice(), &v2[12..], request].concat(), false),
-        ("v2 version 1", [&v2[..12], &[0x11], &v2[13..], request].concat(), false),
+        (
+            "bad v2 signature",
+            [b"\r\n\r\n\0\r\nQUIX\n".as_slice(), &v2[12..], request].concat(),
+            false,
+        ),
+        (
+            "v2 version 1",
+            [&v2[..12], &[0x11], &v2[13..], request].concat(),
+            false,
+        ),
         ("v2 truncated", v2[..20].to_vec(), true),
-        ("v1 truncated", b"PROXY TCP4 203.0.113.9 198.51".to_vec(), true),
+        (
+            "v1 truncated",
+            b"PROXY TCP4 203.0.113.9 198.51".to_vec(),
+            true,
+        ),
         ("v1 too long", [long.as_bytes(), request].concat(), false),
-        ("v1 port out of range", [b"PROXY TCP4 203.0.113.9 198.51.100.1 70000 443\r\n".as_slice(), request].concat(), false),
-        ("v1 bad address", [b"PROXY TCP4 203.0.113.999 198.51.100.1 4 443\r\n".as_slice(), request].concat(), false),
-        ("v1 double space", [b"PROXY TCP4  203.0.113.9 198.51.100.1 4 443\r\n".as_slice(), request].concat(), false),
+        (
+            "v1 port out of range",
+            [
+                b"PROXY TCP4 203.0.113.9 198.51.100.1 70000 443\r\n".as_slice(),
+                request,
+            ]
+            .concat(),
+            false,
+        ),
+        (
+            "v1 bad address",
+            [
+                b"PROXY TCP4 203.0.113.999 198.51.100.1 4 443\r\n".as_slice(),
+                request,
+            ]
+            .concat(),
+            false,
+        ),
+        (
+            "v1 double space",
+            [
+                b"PROXY TCP4  203.0.113.9 198.51.100.1 4 443\r\n".as_slice(),
+                request,
+            ]
+            .concat(),
+            false,
+        ),
     ];
     for (what, bytes, shut_write) in cases {
         let got = closed_after(lb.addr(), bytes, *shut_write).await;
-        assert!(got.is_empty(), "{what}: answered {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.is_empty(),
+            "{what}: answered {:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
     lb.wait_log("malformed PROXY header", PATIENCE).await;
     // Still serving, with a good header.
     let mut conn = RawConn::connect(lb.addr()).await;
-    conn.send(&[v1_header(client, local).as_slice(), request].concat()).await;
+    conn.send(&[v1_header(client, local).as_slice(), request].concat())
+        .await;
     assert_eq!(conn.response().await.status, 200);
     assert_eq!(backend.hits(), 1, "only the good one reached the backend");
 }
@@ -169,7 +209,11 @@ async fn a_header_from_an_untrusted_source_closes_the_connection() {
     let request = b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
     for header in [v1_header(client, local), v2_header(client, local)] {
         let got = closed_after(lb.addr(), &[header.as_slice(), request].concat(), false).await;
-        assert!(got.is_empty(), "answered {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.is_empty(),
+            "answered {:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
     lb.wait_log("PROXY header from a source not in accept_proxy", PATIENCE)
         .await;
@@ -177,7 +221,10 @@ async fn a_header_from_an_untrusted_source_closes_the_connection() {
     let mut conn = RawConn::connect(lb.addr()).await;
     conn.send(request).await;
     assert_eq!(conn.response().await.status, 200);
-    assert_eq!(backend.last_seen().header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(
+        backend.last_seen().header("x-forwarded-for"),
+        Some("127.0.0.1")
+    );
     assert_eq!(backend.hits(), 1);
 }
 
