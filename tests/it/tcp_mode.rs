@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::harness::{goodbye, greeting, tally, wait_until, TcpBackend, TestLb, PATIENCE};
+use crate::harness::{
+    goodbye, greeting, pattern, same_bytes, tally, wait_until, TcpBackend, TestLb, PATIENCE,
+};
 
 /// The backends list of a config.
 fn backends(list: &[&TcpBackend]) -> Value {
@@ -167,4 +169,29 @@ async fn shutdown_lets_an_open_connection_finish() {
     assert_eq!(rest, format!("still here{}", goodbye(1)));
     let status = lb.wait_exit(PATIENCE).await;
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn megabytes_both_ways_arrive_whole() {
+    let one = TcpBackend::start(1).await;
+    let lb = tcp_lb(&[&one]).start().await;
+    let (stream, _) = greeted(&lb).await;
+    let (mut read, mut write) = stream.into_inner().into_split();
+    let sent = pattern(8 << 20);
+    let upload = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            write.write_all(&sent).await.unwrap();
+            write.shutdown().await.unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    tokio::time::timeout(PATIENCE, read.read_to_end(&mut echoed))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    upload.await.unwrap();
+    let bye = goodbye(1);
+    assert!(echoed.ends_with(bye.as_bytes()));
+    same_bytes(&echoed[..echoed.len() - bye.len()], &sent, "the echo");
 }
