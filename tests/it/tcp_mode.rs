@@ -195,3 +195,32 @@ async fn megabytes_both_ways_arrive_whole() {
     assert!(echoed.ends_with(bye.as_bytes()));
     same_bytes(&echoed[..echoed.len() - bye.len()], &sent, "the echo");
 }
+
+/// The value of the sample `name{backend="1"}` in `lb`'s metrics.
+async fn backend_gauge(lb: &TestLb, name: &str) -> f64 {
+    let (status, body) = lb.admin().await.get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let prefix = format!("{name}{{backend=\"1\"}} ");
+    let line = body.lines().find(|line| line.starts_with(&prefix));
+    let value = line.and_then(|line| line[prefix.len()..].trim().parse().ok());
+    value.unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+}
+
+#[tokio::test]
+async fn an_open_connection_counts_as_in_flight_on_its_backend() {
+    let one = TcpBackend::start(1).await;
+    let lb = tcp_lb(&[&one]).admin().start().await;
+    let (first, _) = greeted(&lb).await;
+    let (second, _) = greeted(&lb).await;
+    wait_until("two in flight on two connections", PATIENCE, async || {
+        backend_gauge(&lb, "lb_backend_in_flight").await == 2.0
+            && backend_gauge(&lb, "lb_backend_connections").await == 2.0
+    })
+    .await;
+    drop((first, second));
+    wait_until("none in flight", PATIENCE, async || {
+        backend_gauge(&lb, "lb_backend_in_flight").await == 0.0
+            && backend_gauge(&lb, "lb_backend_connections").await == 0.0
+    })
+    .await;
+}
