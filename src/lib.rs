@@ -26,6 +26,10 @@
 //!   some backend is not plain HTTP/1.1, and backends over HTTP/2 (gRPC); same balancer, retries, counts and logs.
 //! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
 //!   upgrade; returns an outcome (it never answers on its own).
+//! - `tcp`: TCP mode (L4): a connection balanced whole to a backend (connect retried on the next one), bytes copied
+//!   both ways with half-close and an idle timeout.
+//! - `proxy_protocol`: the PROXY protocol header (v1 text, v2 binary): encoded for `send_proxy` backends, read
+//!   strictly from `accept_proxy` sources.
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
 //!   flood (the first in full, the rest summed up once a second).
 //! - `balance`: the selection API (a balancer built per snapshot, asked per request with the candidates: backends,
@@ -60,8 +64,10 @@ mod h2;
 mod health;
 mod log_limit;
 mod proxy;
+mod proxy_protocol;
 mod server;
 pub mod signal;
+mod tcp;
 mod timers;
 mod tls;
 mod upstream;

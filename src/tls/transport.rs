@@ -355,6 +355,10 @@ impl Transport for TlsStream {
         let session = self.session.borrow();
         let _ = socket2::SockRef::from(&session.tcp).set_linger(Some(std::time::Duration::ZERO));
     }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.session.borrow().tcp.local_addr().ok()
+    }
 }
 
 /// Either half of a split [`TlsStream`] (both can read and write; the relay uses one for each).
