@@ -55,7 +55,7 @@ pub fn spawn<T: Transport + Send + 'static>(client: Client<T>, worker: &Rc<Worke
 /// ends.
 /// (Not an `async fn`: those store their arguments twice, and this future is what every idle connection costs.)
 #[allow(clippy::manual_async_fn)]
-fn serve<T: Transport + Send + 'static>(
+pub fn serve<T: Transport + Send + 'static>(
     mut client: Client<T>,
     open: Open,
 ) -> impl Future<Output = ()> {
@@ -168,21 +168,15 @@ impl From<bool> for Next {
 /// Hands a connection over to hyper (the generic path), with what was read of it so far; its open count goes with
 /// it.
 fn hand_over<T: Transport + Send + 'static>(client: Client<T>, open: Open, to: Handover) {
-    let https = T::SCHEME == Scheme::Https;
+    let ends = h2::Ends {
+        peer: client.peer,
+        local: client.stream.local_addr(),
+        https: T::SCHEME == Scheme::Https,
+    };
     let io = h2::Rewind::new(client.stream, client.buf);
     match to {
-        Handover::Http2 => drop(tokio::task::spawn_local(h2::serve(
-            io,
-            client.peer,
-            open,
-            https,
-        ))),
-        Handover::Http1 => drop(tokio::task::spawn_local(h2::serve_h1(
-            io,
-            client.peer,
-            open,
-            https,
-        ))),
+        Handover::Http2 => drop(tokio::task::spawn_local(h2::serve(io, ends, open))),
+        Handover::Http1 => drop(tokio::task::spawn_local(h2::serve_h1(io, ends, open))),
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Reloaded {
     pub removed: Vec<u64>,
     /// Backends of both whose address (or the way it is written) changed: new ones for all they know.
     pub changed: Vec<u64>,
+    /// Certificates that failed to load, one line each: each kept the version loaded before (the rest of the
+    /// config was applied).
+    pub certificate_errors: Vec<String>,
 }
 
 impl std::fmt::Display for Reloaded {
@@ -45,7 +48,11 @@ impl std::fmt::Display for Reloaded {
             f,
             "generation {}: added {:?}, removed {:?}, changed {:?}",
             self.generation, self.added, self.removed, self.changed
-        )
+        )?;
+        for error in &self.certificate_errors {
+            write!(f, "; kept the certificate loaded before: {error}")?;
+        }
+        Ok(())
     }
 }
 
@@ -94,6 +101,7 @@ impl Control {
             added: Vec::new(),
             removed: Vec::new(),
             changed: Vec::new(),
+            certificate_errors: Vec::new(),
         };
         for new in &config.backends {
             match before(new.id) {

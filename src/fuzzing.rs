@@ -75,3 +75,20 @@ pub fn check_config(data: &[u8], toml: bool) {
         }
     }
 }
+
+pub use crate::config::ProxyVersion;
+pub use crate::proxy_protocol::{Header as ProxyHeader, Malformed as MalformedProxyHeader};
+
+/// `proxy_protocol::decode`: the PROXY header (v1 or v2) at the start of `buf`, if complete, and its length.
+pub fn proxy_header(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, MalformedProxyHeader> {
+    crate::proxy_protocol::decode(buf)
+}
+
+/// `proxy_protocol::header`: what a backend with `send_proxy = version` gets first.
+pub fn proxy_header_for(
+    version: ProxyVersion,
+    client: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+) -> Vec<u8> {
+    crate::proxy_protocol::header(version, client, local).to_vec()
+}

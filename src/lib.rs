@@ -21,11 +21,15 @@
 //! - `access_log`: the access log line of each answer (common, combined or JSON, on stdout) and the failure line.
 //! - `timers`: coarse deadlines (idle waits, backend answers), one sweeper per worker instead of a timer each.
 //! - `h1`: our HTTP/1.1 engine: strict head parsing, chunked framing, head rewriting, body streaming, and the
-//!   client connection behind a `Transport` (plain TCP; TLS next).
+//!   client connection behind a `Transport` (plain TCP; TLS in `tls`).
 //! - `h2`: the generic path on hyper: HTTP/2 clients (h2c by its preface, h2 by ALPN), HTTP/1.1 clients when
 //!   some backend is not plain HTTP/1.1, and backends over HTTP/2 (gRPC); same balancer, retries, counts and logs.
 //! - `proxy`: one request's journey: pick a backend, forward, retry, relay the answer or the tunnel of an
 //!   upgrade; returns an outcome (it never answers on its own).
+//! - `tcp`: TCP mode (L4): a connection balanced whole to a backend (connect retried on the next one), bytes copied
+//!   both ways with half-close and an idle timeout.
+//! - `proxy_protocol`: the PROXY protocol header (v1 text, v2 binary): encoded for `send_proxy` backends, read
+//!   strictly from `accept_proxy` sources.
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
 //!   flood (the first in full, the rest summed up once a second).
 //! - `balance`: the selection API (a balancer built per snapshot, asked per request with the candidates: backends,
@@ -36,6 +40,8 @@
 //!   guard, a latency slot, counters), below both `balance` and `upstream`.
 //! - `health`: one checker task per backend, started and stopped one by one, and the pure rise/fall state machine.
 //! - [`demo`]: the built-in demo backends of `lb demo`.
+//! - `tls`: TLS termination (rustls, `ring`): certificates chosen by SNI and re-read on reload, the handshake,
+//!   the TLS transport under the HTTP/1.1 engine; and the redirect-to-https listener.
 //! - `signal`: SIGINT/SIGTERM as one shutdown future; SIGHUP caught and logged.
 //! - `fuzzing` (hidden): what the cargo-fuzz targets in `fuzz/` call.
 
@@ -58,9 +64,12 @@ mod h2;
 mod health;
 mod log_limit;
 mod proxy;
+mod proxy_protocol;
 mod server;
 pub mod signal;
+mod tcp;
 mod timers;
+mod tls;
 mod upstream;
 mod worker;
 

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::Check)) {
+        if let Err(error) = Server::check_certificates(&config) {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
         print!("{}", plan::describe(&cli.config, &config));
         if cli.admin.is_some() {
             match remote::diff(&remote::Target::of(&cli), &config) {

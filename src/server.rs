@@ -36,12 +36,13 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log;
 use crate::admin::{Command, Plane, Reloads, Token};
 use crate::admission::{self, ConnectionLimit};
-use crate::config::Config;
+use crate::config::{Config, ListenerKind};
 use crate::control::Control;
 pub use crate::control::Reloaded;
 use crate::failure::{describe_io_static, is_local_shortage};
 use crate::front::Front;
 use crate::log_limit::{self, Subject};
+use crate::tls::{self, CertificateError};
 use crate::upstream::Routing;
 use crate::worker::{Worker, WorkerCounts};
 
@@ -64,6 +65,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, error: io::Error },
     #[error("cannot start worker thread: {0}")]
     Thread(io::Error),
+    #[error("{0}")]
+    Certificate(#[from] CertificateError),
 }
 
 /// A running balancer.
@@ -78,6 +81,8 @@ pub struct Server {
     control: Control,
     /// The config the server started with: a reload may not change its listener.
     started: Config,
+    /// The TLS listeners' config and certificates (re-read on reload).
+    tls: Option<tls::Acceptor>,
     /// Sums up rate-limited log lines every second.
     log_flusher: JoinHandle<()>,
     drain: Duration,
@@ -122,9 +127,12 @@ impl Server {
             Placement::Threads => config.workers,
             Placement::Local => 1,
         };
+        // Certificates first: a bad one stops the start before anything listens.
+        let tls = config.tls.as_ref().map(tls::Acceptor::new).transpose()?;
         // One socket per worker for each listener; then each worker's share.
         let mut per_worker: Vec<Vec<Bound>> = (0..workers.max(1)).map(|_| Vec::new()).collect();
         let mut addrs = Vec::with_capacity(config.listeners.len());
+        let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let listen = resolve(&listener.host, listener.port).await?;
             let sockets = bind(listen, workers)?;
@@ -133,7 +141,20 @@ impl Server {
                 error,
             })?;
             addrs.push(local);
-            let front = Arc::new(Front::new(listener.clone()));
+            bound.push(sockets);
+        }
+        // Where a redirect listener sends clients: the first TLS listener (the main one when `[tls]` is set).
+        let https_port = config
+            .listeners
+            .iter()
+            .zip(&addrs)
+            .find(|(listener, _)| listener.kind == ListenerKind::Tls)
+            .map_or(443, |(_, addr)| addr.port());
+        for (listener, sockets) in config.listeners.iter().zip(bound) {
+            let front = Front::new(listener.clone())
+                .with_tls(tls.clone().filter(|_| listener.kind == ListenerKind::Tls))
+                .with_https_port(https_port);
+            let front = Arc::new(front);
             for (worker, socket) in per_worker.iter_mut().zip(sockets) {
                 worker.push(Bound {
                     socket,
@@ -234,9 +255,17 @@ impl Server {
             counts,
             control,
             started,
+            tls,
             log_flusher,
             drain: config.timeouts.drain,
         })
+    }
+
+    /// Loads the certificates `config` names, as [`Server::start`] would, without starting anything: what `lb
+    /// check` adds to the config's own validation.
+    pub fn check_certificates(config: &Config) -> Result<(), StartError> {
+        config.tls.as_ref().map(tls::Acceptor::new).transpose()?;
+        Ok(())
     }
 
     /// Applies a new config without dropping anything: requests in flight finish on the routing they started with,
@@ -293,7 +322,14 @@ impl Server {
         if !changes.is_empty() {
             return Err(ReloadError::Listener(changes.join(", ")));
         }
-        Ok(self.control.reload(&config).await)
+        // Certificates that fail keep their previous version (logged there); the rest of the reload goes on.
+        let certificates = match (&self.tls, &config.tls) {
+            (Some(acceptor), Some(tls)) => acceptor.reload(tls),
+            _ => Vec::new(),
+        };
+        let mut reloaded = self.control.reload(&config).await;
+        reloaded.certificate_errors = certificates.into_iter().map(|e| e.0).collect();
+        Ok(reloaded)
     }
 
     /// What the admin plane reads (the routing, the workers' counts) and whom it asks (`commands`, which the caller

@@ -1,4 +1,4 @@
-//! The byte stream under a client connection: plain TCP today, TLS next, each behind one trait.
+//! The byte stream under a client connection: plain TCP (here) or TLS (`tls::transport`), each behind one trait.
 //!
 //! Everything above the listener (the connection loop, head reading, the relay, tunnels) is generic over
 //! [`Transport`] and compiled once per transport, so plain TCP pays nothing for the abstraction. What a transport
@@ -66,6 +66,9 @@ pub trait Transport: ReadInto + AsyncWrite + Unpin {
     /// Makes the close that follows a reset rather than a clean end: for an answer cut in the middle, so that no
     /// client takes a truncated body for a complete one.
     fn reset_on_close(&self);
+
+    /// The address the client reached (the destination of a PROXY header sent to a backend).
+    fn local_addr(&self) -> Option<std::net::SocketAddr>;
 }
 
 /// The write side of a split client connection, with what the relay asks of it.
@@ -115,6 +118,10 @@ impl Transport for TcpStream {
 
     fn reset_on_close(&self) {
         let _ = socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        TcpStream::local_addr(self).ok()
     }
 }
 

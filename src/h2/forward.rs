@@ -51,6 +51,8 @@ pub struct Conn {
     /// Counts the connection as open (and against `max_connections`) until its last request is done.
     open: Open,
     pub peer: SocketAddr,
+    /// The address the client reached (see [`Ends::local`]).
+    local: Option<SocketAddr>,
     /// The client reached us over TLS (`X-Forwarded-Proto: https`).
     https: bool,
     /// Senders to `send_proxy` backends: their connections speak for this client only.
@@ -60,12 +62,23 @@ pub struct Conn {
     last: Cell<Instant>,
 }
 
+/// Who is on either end of a client connection, and how it came.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends {
+    pub peer: SocketAddr,
+    /// The address the client reached: the destination of a PROXY header sent to a `send_proxy` backend.
+    pub local: Option<SocketAddr>,
+    /// The client reached us over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
+}
+
 impl Conn {
-    pub fn new(open: Open, peer: SocketAddr, https: bool) -> Self {
+    pub fn new(open: Open, ends: Ends) -> Self {
         Conn {
             open,
-            peer,
-            https,
+            peer: ends.peer,
+            local: ends.local,
+            https: ends.https,
             own: Clients::default(),
             active: Cell::new(0),
             last: Cell::new(Instant::now()),
@@ -462,10 +475,12 @@ async fn lease(
             return Ok((sender, true));
         }
     }
-    // send_proxy: prelude from crate::proxy_protocol — the PROXY header for `conn.peer` (and the address it
-    // reached), once the codec lands. Such a connection is kept in `conn.own` (see `Conn::clients`), never lent
-    // to another client.
-    let prelude: Option<Vec<u8>> = None;
+    // A `send_proxy` backend learns the client from a PROXY header at the start of the connection; such a
+    // connection is kept in `conn.own` (see `Conn::clients`), never lent to another client.
+    let prelude = backend.options.send_proxy.map(|version| {
+        let local = conn.local.unwrap_or_else(|| unspecified(conn.peer));
+        crate::proxy_protocol::header(version, conn.peer, local)
+    });
     conn.clients(backend, |c| c.forget_gone(worker, snapshot));
     let timeout = snapshot.timeouts.connect;
     let sender = clients::connect(worker, backend, timeout, prelude.as_deref()).await?;
@@ -539,5 +554,13 @@ fn failure_of(error: &hyper::Error) -> Failure {
         Failure::Closed
     } else {
         Failure::Reset
+    }
+}
+
+/// The unspecified address of `like`'s family (a PROXY header's destination when the local address is unknown).
+fn unspecified(like: SocketAddr) -> SocketAddr {
+    match like {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
     }
 }

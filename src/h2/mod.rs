@@ -25,6 +25,7 @@ mod tunnel;
 
 use std::future::Future;
 
+pub use forward::Ends;
 pub use rewind::Rewind;
 pub use server::{serve, serve_h1};
 

@@ -24,7 +24,6 @@
 //! (HTTP/1.1), requests in progress finish, new ones go elsewhere.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,7 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::forward::{Conn, Generic};
+use super::forward::{Conn, Ends, Generic};
 use super::LocalExec;
 use crate::h1::request::MAX_HEAD;
 use crate::worker::Open;
@@ -57,14 +56,13 @@ pub const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// How long a keep-alive ping may go unanswered.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves an HTTP/2 connection (`io`: after the TLS handshake, or a plain one whose preface was seen) from `peer`
-/// until it closes, is idle for `timeouts.idle`, or the worker drains. `open` counts it as open; `https`: it
-/// came over TLS.
-pub async fn serve<IO>(io: IO, peer: SocketAddr, open: Open, https: bool)
+/// Serves an HTTP/2 connection (`io`: after the TLS handshake, or a plain one whose preface was seen) from
+/// `ends.peer` until it closes, is idle for `timeouts.idle`, or the worker drains. `open` counts it as open.
+pub async fn serve<IO>(io: IO, ends: Ends, open: Open)
 where
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let conn = Rc::new(Conn::new(open, peer, https));
+    let conn = Rc::new(Conn::new(open, ends));
     let idle = conn.worker().routing().load().timeouts.idle;
     let mut builder = http2::Builder::new(LocalExec);
     builder
@@ -85,11 +83,11 @@ where
 }
 
 /// Serves an HTTP/1.1 connection on the generic path (hyper's server; upgrades relayed), as [`serve`] does.
-pub async fn serve_h1<IO>(io: IO, peer: SocketAddr, open: Open, https: bool)
+pub async fn serve_h1<IO>(io: IO, ends: Ends, open: Open)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Rc::new(Conn::new(open, peer, https));
+    let conn = Rc::new(Conn::new(open, ends));
     let timeouts = conn.worker().routing().load().timeouts.clone();
     let mut builder = http1::Builder::new();
     builder

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::PATIENCE;
@@ -28,9 +28,14 @@ impl RawResponse {
     }
 }
 
+/// What a [`RawConn`] runs over: a TCP stream, or a TLS stream over one.
+pub trait RawStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> RawStream for T {}
+
 /// A client socket that sends bytes exactly as given and parses HTTP/1 responses by hand.
 pub struct RawConn {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Box<dyn RawStream>>,
     /// A status line read by `try_response` before the rest.
     pending_status_line: Option<String>,
     said_close: bool,
@@ -42,9 +47,9 @@ impl RawConn {
         RawConn::from_stream(stream)
     }
 
-    pub fn from_stream(stream: TcpStream) -> RawConn {
+    pub fn from_stream(stream: impl RawStream + 'static) -> RawConn {
         RawConn {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(Box::new(stream)),
             pending_status_line: None,
             said_close: false,
         }
