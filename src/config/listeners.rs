@@ -43,6 +43,21 @@ pub struct ListenerConfig {
     pub accept_proxy: Vec<Cidr>,
 }
 
+impl ListenerConfig {
+    /// Why this listener cannot be served (a combination not built yet), if so.
+    pub fn unsupported(&self) -> Option<&'static str> {
+        match (self.kind, self.mode) {
+            (ListenerKind::Tls, Mode::Tcp) => Some(
+                "TLS in TCP mode is not supported yet: terminate TLS in HTTP mode, or pass TLS through on a plain tcp listener",
+            ),
+            (ListenerKind::RedirectHttps, _) if !self.accept_proxy.is_empty() => {
+                Some("accept_proxy is not supported on a redirect_https listener yet")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The certificates TLS listeners present: the first is the default, the others are chosen by SNI from the names
 /// in each certificate (an exact name before a wildcard).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -438,3 +438,31 @@ fn an_ipv6_backend_is_written_in_brackets() {
     };
     assert_eq!(backend.authority(), "[::1]:8001");
 }
+
+#[test]
+fn listener_combinations_not_served_yet_are_refused_with_one_line() {
+    let backends = "[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n";
+    let tls = "[tls]\ncert = 'c.pem'\nkey = 'k.pem'\n";
+    let cases = [
+        (
+            format!("mode = 'tcp'\n{backends}{tls}"),
+            "lb.toml: mode: TLS in TCP mode is not supported yet",
+        ),
+        (
+            format!("{backends}[[listeners]]\naddress = '127.0.0.1:0'\nredirect_https = true\naccept_proxy = ['127.0.0.1']\n"),
+            "lb.toml: listeners[0]: accept_proxy is not supported on a redirect_https listener yet",
+        ),
+        (
+            format!("{backends}[[listeners]]\naddress = '127.0.0.1:0'\ntls = true\n"),
+            "lb.toml: listeners[0]: tls = true needs certificates",
+        ),
+    ];
+    for (text, want) in cases {
+        let error = load_text("lb.toml", &text, &Overrides::default()).unwrap_err();
+        assert!(
+            error.contains(want),
+            "{text}\n  want: {want}\n  got:  {error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}
