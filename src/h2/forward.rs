@@ -112,6 +112,16 @@ impl hyper::service::Service<Request<Incoming>> for Generic {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, Infallible>>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if let Some(refusal) = headers::refusal(&request) {
+            tracing::debug!(peer = %self.0.peer, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
+            let mut answer = own_answer(refusal.status);
+            // As on the fast path: after a refused head, nothing more is read from the connection.
+            answer.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Box::pin(async move { Ok(answer) });
+        }
         let (reply, answer) = oneshot::channel();
         tokio::task::spawn_local(exchange(self.0.clone(), request, reply));
         Box::pin(async move {
@@ -242,6 +252,11 @@ async fn exchange(
                 }
             } else {
                 let (mut parts, body) = response.into_parts();
+                // A backend that sent both framings may mean either: as on the fast path, its connection is not
+                // kept (what follows on it could be the rest of a body read the other way).
+                let both_framings = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+                    && parts.headers.contains_key(http::header::CONTENT_LENGTH);
+                let sender = sender.filter(|_| !both_framings);
                 headers::response(&mut parts);
                 let (tracked, ended) = Tracked::new(body, snapshot.timeouts.backend_response);
                 let _ = reply.send(Response::from_parts(parts, Either::Left(tracked)));
