@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::file::FilePath;
+use super::paths::FilePath;
 
 /// How a listener's connections are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

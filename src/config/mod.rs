@@ -28,6 +28,7 @@ pub(crate) use backends::offline;
 pub mod duration;
 pub mod file;
 mod listeners;
+mod paths;
 pub mod pem;
 mod sniff;
 mod transport;

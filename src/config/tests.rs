@@ -269,11 +269,12 @@ fn from_text_is_load_without_the_file() {
 fn offline_resolves_addresses_and_localhost_only() {
     let text =
         r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
-    let c = super::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
+    let c = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()))
+        .unwrap();
     assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
     assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
     let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
-    let e = super::offline(|| from_text("a.json", text, false, &Overrides::default()));
+    let e = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()));
     assert_eq!(
         e.unwrap_err().to_string(),
         r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
