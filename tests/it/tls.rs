@@ -14,20 +14,20 @@ use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Two certificates: `a.test` (the default, first) and `*.b.test`.
-struct Two {
-    ca: TestCa,
-    a: Issued,
-    b: Issued,
+pub(crate) struct Two {
+    pub ca: TestCa,
+    pub a: Issued,
+    pub b: Issued,
 }
 
-fn two_certificates() -> Two {
+pub(crate) fn two_certificates() -> Two {
     let ca = TestCa::new();
     let a = ca.issue("a", &["a.test"]);
     let b = ca.issue("b", &["*.b.test"]);
     Two { ca, a, b }
 }
 
-fn tls_table(certs: &Two) -> serde_json::Value {
+pub(crate) fn tls_table(certs: &Two) -> serde_json::Value {
     json!({
         "cert": certs.a.cert,
         "key": certs.a.key,
@@ -43,7 +43,7 @@ async fn lb_with(backend: &TestBackend, certs: &Two) -> TestLb {
     TestLb::from_file("lb.json", &config).await
 }
 
-fn get(path: &str) -> Vec<u8> {
+pub(crate) fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").into_bytes()
 }
 
@@ -580,45 +580,4 @@ async fn a_client_that_comes_back_resumes_its_session() {
             version.version
         );
     }
-}
-
-#[tokio::test]
-async fn a_proxy_header_before_the_handshake_names_the_client_the_backend_learns() {
-    let backend = TestBackend::start(1).await;
-    let certs = two_certificates();
-    let config = full_config(
-        &[(1, &backend)],
-        json!({"tls": tls_table(&certs), "accept_proxy": ["127.0.0.1/32"]}),
-    );
-    let lb = TestLb::from_file("lb.json", &config).await;
-
-    // As a load balancer in front sends it: the v2 header, then the TLS handshake on the same connection.
-    let client: std::net::SocketAddr = "203.0.113.7:41000".parse().unwrap();
-    let mut tcp = TcpStream::connect(lb.addr()).await.unwrap();
-    tcp.write_all(&crate::harness::v2_header(client, lb.addr()))
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-    let stream = certs
-        .ca
-        .client(&[b"http/1.1"])
-        .connect(name, tcp)
-        .await
-        .expect("a handshake after the PROXY header");
-    let mut conn = RawConn::from_stream(stream);
-    conn.send(&get("/proxied")).await;
-    assert_eq!(conn.response().await.status, 200);
-    let seen = backend.last_seen();
-    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7"));
-    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
-
-    // A source in the list must send the header: a bare handshake is refused.
-    let refused = certs
-        .ca
-        .try_connect(lb.addr(), "a.test", &[b"http/1.1"])
-        .await;
-    assert!(
-        refused.is_err(),
-        "a handshake without the header: {refused:?}"
-    );
 }
