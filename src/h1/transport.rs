@@ -66,6 +66,12 @@ pub trait Transport: ReadInto + AsyncWrite + Unpin {
     /// Makes the close that follows a reset rather than a clean end: for an answer cut in the middle, so that no
     /// client takes a truncated body for a complete one.
     fn reset_on_close(&self);
+
+    /// Ends our side cleanly, as far as that is possible without waiting, before a close that is not a reset: TLS
+    /// sends its `close_notify` (unless [`Transport::reset_on_close`] was asked for), without which a client
+    /// cannot tell the end of a body delimited by the close from a cut (and strict clients report an error). Plain
+    /// TCP has nothing to do: the close itself is the end.
+    fn close_cleanly(&mut self) {}
 }
 
 /// The write side of a split client connection, with what the relay asks of it.

@@ -49,6 +49,8 @@ pub(super) struct Session {
     unreported: usize,
     /// The peer ended its side: `close_notify`, or the end of the TCP stream.
     closed: bool,
+    /// The close is to be a reset ([`Transport::reset_on_close`]): no `close_notify` then.
+    reset: bool,
 }
 
 impl TlsStream {
@@ -72,6 +74,7 @@ impl Session {
             plaintext: 0,
             unreported: 0,
             closed: false,
+            reset: false,
         }
     }
 
@@ -352,8 +355,20 @@ impl Transport for TlsStream {
     }
 
     fn reset_on_close(&self) {
-        let session = self.session.borrow();
+        let mut session = self.session.borrow_mut();
+        session.reset = true;
         let _ = socket2::SockRef::from(&session.tcp).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    fn close_cleanly(&mut self) {
+        let session = self.session.get_mut();
+        if session.reset {
+            return;
+        }
+        // One try: the alert is 24 bytes, which a socket whose answer went out takes; a client that does not read
+        // gets the close without it, as it would have got it late.
+        session.tls.send_close_notify();
+        let _ = session.write_tls_now();
     }
 }
 
