@@ -123,6 +123,13 @@ impl Session {
             self.closed = true;
         }
         self.process()?;
+        if self.tls.wants_write() {
+            // What rustls answers by itself to what it just read (a refused renegotiation's `no_renegotiation`
+            // alert, a TLS 1.3 key update): out now, if the socket takes it, rather than with our next write, which
+            // may never come while the peer waits for the answer (a renegotiating client hung until the idle
+            // timeout). Records go out in order whoever pushes them.
+            let _ = self.write_tls_now();
+        }
         Ok(n)
     }
 
