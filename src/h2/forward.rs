@@ -182,10 +182,18 @@ async fn exchange(
     let mut guard = None;
     // Set when the client's body came too slowly: whatever failed then is the client's doing.
     let slow = Arc::new(AtomicBool::new(false));
+    // Set when the client's body could not be read: a malformed body is the client's fault (400).
+    let broken = Arc::new(AtomicBool::new(false));
     let request = {
         let (parts, body) = request.into_parts();
         let timeouts = &snapshot.timeouts;
-        let body = Paced::new(body, timeouts.request_body, timeouts.idle, slow.clone());
+        let body = Paced::new(
+            body,
+            timeouts.request_body,
+            timeouts.idle,
+            slow.clone(),
+            broken.clone(),
+        );
         Request::from_parts(parts, body)
     };
     let attempt = {
@@ -214,6 +222,8 @@ async fn exchange(
         Some(Err(mut error)) => {
             if slow.load(Ordering::Relaxed) {
                 error.failure = Failure::ClientTooSlow;
+            } else if broken.load(Ordering::Relaxed) {
+                error.failure = Failure::ClientBody;
             }
             access_log::failure(&view, &error);
             let status = error.status();
@@ -404,6 +414,9 @@ async fn attempts<'s>(
         *up.headers_mut() = parts.headers.clone();
         let (mut up_parts, up_body) = up.into_parts();
         headers::request(&mut up_parts, backend, conn.peer.ip(), conn.https, upgrade);
+        if !upgrade {
+            headers::frame_body(&mut up_parts, backend, up_body.is_end_stream());
+        }
         let up = Request::from_parts(up_parts, up_body);
         let timeout = snapshot.timeouts.backend_response;
         match send(worker, sender, up, timeout).await {

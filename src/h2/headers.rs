@@ -274,6 +274,23 @@ pub fn request(
     }
 }
 
+/// Says how a request body of unknown length goes to an HTTP/1.1 backend: `Transfer-Encoding: chunked`, set here
+/// because hyper's client would otherwise send a `GET`, `HEAD` or `CONNECT` without its body (it assumes those
+/// have none) and drop the body in silence: a chunked `GET` on the generic path, or an HTTP/2 `GET` with DATA and
+/// no `content-length`, would reach the backend bodiless. `ended`: the body is known to be empty.
+pub fn frame_body(parts: &mut request::Parts, backend: &Backend, ended: bool) {
+    if ended
+        || backend.options.protocol.is_h2()
+        || parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return;
+    }
+    parts.headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+}
+
 /// Rewrites a backend's response head for the client: hop-by-hop headers dropped (a `101` keeps its `Upgrade`).
 /// A Content-Length next to a Transfer-Encoding is dropped (RFC 9112 §6.3: the coding frames the body, and hyper
 /// read it so): else the client would be told a length the body does not have.
