@@ -94,6 +94,7 @@ pub fn serve<T: Transport + Send + 'static>(
                     .await
                     .is_err()
                 {
+                    client.stream.close_cleanly();
                     return tracing::trace!(peer = %client.peer, "idle client connection closed");
                 }
                 // Readiness can be reported with nothing to read (a new connection is, at first): only bytes that
@@ -132,6 +133,8 @@ pub fn serve<T: Transport + Send + 'static>(
                 buffers.recycle_bytes(std::mem::take(&mut client.buf));
             }
             if !keep_alive {
+                // After a lingering close this is nothing more; after a reset asked for, nothing at all.
+                client.stream.close_cleanly();
                 return;
             }
             client.no_delay();

@@ -64,11 +64,10 @@ impl Front {
                 let start = self.start(peer);
                 tokio::task::spawn_local(plain(stream, peer, mode, start, worker.open()));
             }
-            (ListenerKind::Tls, Mode::Http)
-                if config.accept_proxy.is_empty() && self.tls.is_some() =>
-            {
+            (ListenerKind::Tls, Mode::Http) if self.tls.is_some() => {
                 if let Some(acceptor) = &self.tls {
-                    serve_tls(acceptor.clone(), stream, peer, worker);
+                    let start = self.start(peer);
+                    serve_tls(acceptor.clone(), stream, peer, start, worker);
                 }
             }
             (ListenerKind::RedirectHttps, Mode::Http) if config.accept_proxy.is_empty() => {
@@ -127,11 +126,27 @@ impl Front {
 }
 
 /// A connection on a TLS listener: the handshake, then HTTP/1.1 on our engine, or HTTP/2 on hyper's (by ALPN).
-fn serve_tls(acceptor: tls::Acceptor, stream: TcpStream, peer: SocketAddr, worker: &Rc<Worker>) {
+/// With `accept_proxy`, the PROXY header comes first (before the TLS handshake, as load balancers send it).
+fn serve_tls(
+    acceptor: tls::Acceptor,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    start: Start,
+    worker: &Rc<Worker>,
+) {
     let open = worker.open();
     tokio::task::spawn_local(async move {
         let timeout = open.worker().routing().load().timeouts.client_header;
-        let Some(stream) = acceptor.handshake(stream, peer, timeout).await else {
+        let (peer, already) = match start {
+            Start::Protocol => (peer, BytesMut::new()),
+            Start::Header | Start::NoHeader => {
+                match read_start(&mut stream, peer, start, Mode::Http, timeout).await {
+                    Some((ends, already)) => (ends.peer, already),
+                    None => return,
+                }
+            }
+        };
+        let Some(stream) = acceptor.handshake(stream, &already, peer, timeout).await else {
             return;
         };
         if stream.alpn_is(b"h2") {
@@ -162,15 +177,46 @@ enum Start {
 /// Serves a connection on a plain listener that is not the fast path's: the PROXY header step first when the
 /// listener has one, then HTTP (our engine, with the header's client as the peer) or TCP mode.
 async fn plain(mut stream: TcpStream, peer: SocketAddr, mode: Mode, start: Start, open: Open) {
+    let timeout = open.worker().routing().load().timeouts.client_header;
+    let Some((ends, buf)) = read_start(&mut stream, peer, start, mode, timeout).await else {
+        return;
+    };
+    match mode {
+        Mode::Http => {
+            let mut client = Client::new(stream, ends.peer);
+            client.buf = buf;
+            connection::serve(client, open).await
+        }
+        Mode::Tcp => {
+            let first = match start {
+                Start::NoHeader => FirstBytes::Checked,
+                Start::Header | Start::Protocol => FirstBytes::Unchecked,
+            };
+            tcp::serve(stream, ends, buf, first, open).await
+        }
+    }
+}
+
+/// The PROXY header step of a listener with `accept_proxy`: who the connection is from (the header's client, or
+/// the peer), and the bytes read past the header. `None`: the connection was refused (and logged).
+async fn read_start(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    start: Start,
+    mode: Mode,
+    timeout: Duration,
+) -> Option<(Ends, BytesMut)> {
     let local = match stream.local_addr() {
         Ok(local) => local,
-        Err(error) => return tracing::debug!(%peer, %error, "client connection error"),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "client connection error");
+            return None;
+        }
     };
     let mut ends = Ends { peer, local };
     let mut buf = BytesMut::new();
-    let timeout = open.worker().routing().load().timeouts.client_header;
     let read = match (start, mode) {
-        (Start::Header, _) => proxy_protocol::read_header(&mut stream, &mut buf, timeout)
+        (Start::Header, _) => proxy_protocol::read_header(stream, &mut buf, timeout)
             .await
             .map(|header| {
                 if let Header::Proxied {
@@ -187,25 +233,15 @@ async fn plain(mut stream: TcpStream, peer: SocketAddr, mode: Mode, start: Start
         // HTTP clients speak first: their first bytes are read here. In TCP mode the relay checks them as they
         // come (a server may speak first).
         (Start::NoHeader, Mode::Http) => {
-            proxy_protocol::sniff_first_bytes(&mut stream, &mut buf, timeout).await
+            proxy_protocol::sniff_first_bytes(stream, &mut buf, timeout).await
         }
         (Start::NoHeader | Start::Protocol, _) => Ok(()),
     };
-    if let Err(refused) = read {
-        return refuse(peer, &refused, timeout);
-    }
-    match mode {
-        Mode::Http => {
-            let mut client = Client::new(stream, ends.peer);
-            client.buf = buf;
-            connection::serve(client, open).await
-        }
-        Mode::Tcp => {
-            let first = match start {
-                Start::NoHeader => FirstBytes::Checked,
-                Start::Header | Start::Protocol => FirstBytes::Unchecked,
-            };
-            tcp::serve(stream, ends, buf, first, open).await
+    match read {
+        Ok(()) => Some((ends, buf)),
+        Err(refused) => {
+            refuse(peer, &refused, timeout);
+            None
         }
     }
 }

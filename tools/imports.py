@@ -17,7 +17,8 @@ ALLOWED_PARENT_USES = {
     "h1": {"BodyLength", "Header", "MAX_HEADERS", "offset", "parse_content_length", "contains_token",
            "names_headers", "is_token_char"},
     "balance": {"Balance", "Candidates"},
-    "config": {"BackendConfig", "duration", "host_port", "parse_admin_addr"},
+    "config": {"BackendConfig", "duration", "host_port", "parse_admin_addr", "HealthKind"},
+    "h2": {"LocalExec"},
     "admin": {"Plane", "Command"},
 }
 

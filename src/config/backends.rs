@@ -11,11 +11,10 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::file::{ArrayForm, Backends, FilePath, Port, ServerName};
-use super::{
-    host_port, pem, BackendConfig, BackendOptions, ClientCertificate, Protocol, ProxyVersion,
-    UpstreamTls,
-};
+use super::file::{ArrayForm, Backends, Port};
+use super::paths::{FilePath, ServerName};
+use super::transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
+use super::{host_port, pem, BackendConfig};
 impl<'de> Deserialize<'de> for Backends {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let visitor = BackendsVisitor { prefix: "backends" };

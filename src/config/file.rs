@@ -19,7 +19,7 @@ use serde::Deserialize;
 pub use super::duration::{FileDuration, PositiveDuration};
 use super::listeners::{Cidr, FileListener, FileTls, Mode};
 use super::BackendConfig;
-pub use super::HealthKind;
+use super::HealthKind;
 
 /// The full form. Only `backends` is required.
 #[derive(Debug, Deserialize)]
@@ -368,38 +368,5 @@ impl Visitor<'_> for StatusRangeVisitor {
             return Err(bad(format!("{low} is above {high}")));
         }
         Ok(StatusRange(low..=high))
-    }
-}
-
-/// A path to a file (a certificate, a key, a CA bundle): not empty. Whether it can be read is checked where it is
-/// loaded, which names the file and the problem.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "String")]
-pub struct FilePath(pub std::path::PathBuf);
-
-impl TryFrom<String> for FilePath {
-    type Error = &'static str;
-
-    fn try_from(path: String) -> Result<Self, Self::Error> {
-        match path.trim().is_empty() {
-            true => Err("must not be empty"),
-            false => Ok(FilePath(path.into())),
-        }
-    }
-}
-
-/// A TLS server name (SNI): a DNS name or an IP address.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "String")]
-pub struct ServerName(pub String);
-
-impl TryFrom<String> for ServerName {
-    type Error = String;
-
-    fn try_from(name: String) -> Result<Self, String> {
-        match rustls_pki_types::ServerName::try_from(name.as_str()) {
-            Ok(_) => Ok(ServerName(name)),
-            Err(_) => Err(format!("not a DNS name or IP address: {name:?}")),
-        }
     }
 }

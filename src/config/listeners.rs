@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::file::FilePath;
+use super::paths::FilePath;
 
 /// How a listener's connections are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -41,6 +41,21 @@ pub struct ListenerConfig {
     pub mode: Mode,
     /// Sources allowed (and then required) to start with a PROXY protocol header; empty: none is read.
     pub accept_proxy: Vec<Cidr>,
+}
+
+impl ListenerConfig {
+    /// Why this listener cannot be served (a combination not built yet), if so.
+    pub fn unsupported(&self) -> Option<&'static str> {
+        match (self.kind, self.mode) {
+            (ListenerKind::Tls, Mode::Tcp) => Some(
+                "TLS in TCP mode is not supported yet: terminate TLS in HTTP mode, or pass TLS through on a plain tcp listener",
+            ),
+            (ListenerKind::RedirectHttps, _) if !self.accept_proxy.is_empty() => {
+                Some("accept_proxy is not supported on a redirect_https listener yet")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The certificates TLS listeners present: the first is the default, the others are chosen by SNI from the names

@@ -28,6 +28,7 @@ pub(crate) use backends::offline;
 pub mod duration;
 pub mod file;
 mod listeners;
+mod paths;
 pub mod pem;
 mod sniff;
 mod transport;
@@ -217,7 +218,7 @@ pub fn from_text(
         Some(hint) => ConfigError(format!("{line}; {hint}")),
         None => ConfigError(line),
     })?;
-    let named = ["admin", "tls", "listeners"];
+    let named = ["admin", "tls", "listeners", "mode"];
     resolve(file, overrides).map_err(|e| match named.iter().any(|key| e.0.starts_with(key)) {
         true => ConfigError(format!("{name}: {}", e.0)),
         false => e,
@@ -450,9 +451,16 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         mode,
         accept_proxy: accept_proxy.clone(),
     }];
+    if let Some(problem) = listeners[0].unsupported() {
+        return Err(ConfigError(format!("mode: {problem}")));
+    }
     for (i, listener) in file.listeners.unwrap_or_default().into_iter().enumerate() {
         let listener = listener
             .resolve(mode, &accept_proxy, tls.is_some())
+            .and_then(|l| match l.unsupported() {
+                Some(problem) => Err(problem.to_owned()),
+                None => Ok(l),
+            })
             .map_err(|problem| ConfigError(format!("listeners[{i}]: {problem}")))?;
         listeners.push(listener);
     }

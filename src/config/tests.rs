@@ -269,11 +269,12 @@ fn from_text_is_load_without_the_file() {
 fn offline_resolves_addresses_and_localhost_only() {
     let text =
         r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
-    let c = super::offline(|| from_text("a.json", text, false, &Overrides::default())).unwrap();
+    let c = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()))
+        .unwrap();
     assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
     assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
     let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
-    let e = super::offline(|| from_text("a.json", text, false, &Overrides::default()));
+    let e = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()));
     assert_eq!(
         e.unwrap_err().to_string(),
         r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
@@ -437,4 +438,32 @@ fn an_ipv6_backend_is_written_in_brackets() {
         options: Default::default(),
     };
     assert_eq!(backend.authority(), "[::1]:8001");
+}
+
+#[test]
+fn listener_combinations_not_served_yet_are_refused_with_one_line() {
+    let backends = "[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n";
+    let tls = "[tls]\ncert = 'c.pem'\nkey = 'k.pem'\n";
+    let cases = [
+        (
+            format!("mode = 'tcp'\n{backends}{tls}"),
+            "lb.toml: mode: TLS in TCP mode is not supported yet",
+        ),
+        (
+            format!("{backends}[[listeners]]\naddress = '127.0.0.1:0'\nredirect_https = true\naccept_proxy = ['127.0.0.1']\n"),
+            "lb.toml: listeners[0]: accept_proxy is not supported on a redirect_https listener yet",
+        ),
+        (
+            format!("{backends}[[listeners]]\naddress = '127.0.0.1:0'\ntls = true\n"),
+            "lb.toml: listeners[0]: tls = true needs certificates",
+        ),
+    ];
+    for (text, want) in cases {
+        let error = load_text("lb.toml", &text, &Overrides::default()).unwrap_err();
+        assert!(
+            error.contains(want),
+            "{text}\n  want: {want}\n  got:  {error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
 }

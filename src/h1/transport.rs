@@ -69,6 +69,12 @@ pub trait Transport: ReadInto + AsyncWrite + Unpin {
 
     /// The address the client reached (the destination of a PROXY header sent to a backend).
     fn local_addr(&self) -> Option<std::net::SocketAddr>;
+
+    /// Ends our side cleanly, as far as that is possible without waiting, before a close that is not a reset: TLS
+    /// sends its `close_notify` (unless [`Transport::reset_on_close`] was asked for), without which a client
+    /// cannot tell the end of a body delimited by the close from a cut (and strict clients report an error). Plain
+    /// TCP has nothing to do: the close itself is the end.
+    fn close_cleanly(&mut self) {}
 }
 
 /// The write side of a split client connection, with what the relay asks of it.

@@ -164,6 +164,9 @@ pub struct Paced {
     bytes: u64,
     deadline: Pin<Box<Sleep>>,
     slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the client's body failed to read (malformed chunks, a length it did not keep to, a cut): the
+    /// client's fault too (the exchange answers 400, as the fast path does), not the backend's.
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Paced {
@@ -172,6 +175,7 @@ impl Paced {
         base: Duration,
         stall: Duration,
         slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         let started = Instant::now();
         Paced {
@@ -182,6 +186,7 @@ impl Paced {
             bytes: 0,
             deadline: Box::pin(tokio::time::sleep_until(started + base.min(stall))),
             slow,
+            broken,
         }
     }
 
@@ -215,7 +220,11 @@ impl Body for Paced {
                     return Poll::Ready(Some(Err(Box::new(TooSlow))));
                 }
             }
-            Poll::Ready(_) => {}
+            Poll::Ready(Some(Err(_))) => {
+                self.broken
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Poll::Ready(None) => {}
         }
         polled.map(|frame| frame.map(|frame| frame.map_err(BodyError::from)))
     }

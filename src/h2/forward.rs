@@ -112,6 +112,16 @@ impl hyper::service::Service<Request<Incoming>> for Generic {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, Infallible>>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if let Some(refusal) = headers::refusal(&request) {
+            tracing::debug!(peer = %self.0.peer, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
+            let mut answer = own_answer(refusal.status);
+            // As on the fast path: after a refused head, nothing more is read from the connection.
+            answer.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Box::pin(async move { Ok(answer) });
+        }
         let (reply, answer) = oneshot::channel();
         tokio::task::spawn_local(exchange(self.0.clone(), request, reply));
         Box::pin(async move {
@@ -172,10 +182,18 @@ async fn exchange(
     let mut guard = None;
     // Set when the client's body came too slowly: whatever failed then is the client's doing.
     let slow = Arc::new(AtomicBool::new(false));
+    // Set when the client's body could not be read: a malformed body is the client's fault (400).
+    let broken = Arc::new(AtomicBool::new(false));
     let request = {
         let (parts, body) = request.into_parts();
         let timeouts = &snapshot.timeouts;
-        let body = Paced::new(body, timeouts.request_body, timeouts.idle, slow.clone());
+        let body = Paced::new(
+            body,
+            timeouts.request_body,
+            timeouts.idle,
+            slow.clone(),
+            broken.clone(),
+        );
         Request::from_parts(parts, body)
     };
     let attempt = {
@@ -204,6 +222,8 @@ async fn exchange(
         Some(Err(mut error)) => {
             if slow.load(Ordering::Relaxed) {
                 error.failure = Failure::ClientTooSlow;
+            } else if broken.load(Ordering::Relaxed) {
+                error.failure = Failure::ClientBody;
             }
             access_log::failure(&view, &error);
             let status = error.status();
@@ -242,6 +262,11 @@ async fn exchange(
                 }
             } else {
                 let (mut parts, body) = response.into_parts();
+                // A backend that sent both framings may mean either: as on the fast path, its connection is not
+                // kept (what follows on it could be the rest of a body read the other way).
+                let both_framings = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+                    && parts.headers.contains_key(http::header::CONTENT_LENGTH);
+                let sender = sender.filter(|_| !both_framings);
                 headers::response(&mut parts);
                 let (tracked, ended) = Tracked::new(body, snapshot.timeouts.backend_response);
                 let _ = reply.send(Response::from_parts(parts, Either::Left(tracked)));
@@ -389,6 +414,9 @@ async fn attempts<'s>(
         *up.headers_mut() = parts.headers.clone();
         let (mut up_parts, up_body) = up.into_parts();
         headers::request(&mut up_parts, backend, conn.peer.ip(), conn.https, upgrade);
+        if !upgrade {
+            headers::frame_body(&mut up_parts, backend, up_body.is_end_stream());
+        }
         let up = Request::from_parts(up_parts, up_body);
         let timeout = snapshot.timeouts.backend_response;
         match send(worker, sender, up, timeout).await {

@@ -16,6 +16,43 @@ use http::{request, response, StatusCode, Version};
 use crate::h1::write::{is_hop_by_hop, is_underscore_alias};
 use crate::upstream::Backend;
 
+/// Why a request from an HTTP/1.x client, as hyper read it, is refused by our own engine's rules (its head is
+/// written out again and read by `h1::request::parse`): hyper (httparse) takes what the fast path refuses (no Host
+/// or two, a target or Host outside RFC 3986, an unknown or doubled transfer coding, CONNECT), and those must not
+/// reach a backend on this path either. `None`: an HTTP/2 request, or one the fast path would take.
+///
+/// What hyper has already normalised away cannot be seen here: a fragment, a repeated equal Content-Length, a
+/// Content-Length next to chunked (hyper drops it and closes after the answer), bare LF line ends.
+pub fn refusal<B>(request: &http::Request<B>) -> Option<crate::h1::request::Refusal> {
+    let version = match request.version() {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        _ => return None,
+    };
+    let uri = request.uri();
+    let target = match (uri.scheme(), uri.path_and_query(), uri.authority()) {
+        (Some(_), _, _) => uri.to_string(),
+        (None, Some(path), _) => path.as_str().to_owned(),
+        (None, None, Some(authority)) => authority.as_str().to_owned(),
+        (None, None, None) => "/".to_owned(),
+    };
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(request.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(version.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in request.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    crate::h1::request::parse(&head).err()
+}
+
 /// Whether a request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with an `Upgrade`).
 pub fn asks_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && names_token(headers, "upgrade")
@@ -140,6 +177,12 @@ pub fn request(
         let host = headers.get(header::HOST)?.to_str().ok()?;
         host.parse().ok()
     });
+    // An empty Host (RFC 9110 §7.2: a target without an authority) is kept for an HTTP/1.1 backend, as the fast
+    // path keeps it; an HTTP/2 one needs an `:authority`.
+    let empty_host = given.is_none()
+        && headers
+            .get(header::HOST)
+            .is_some_and(|host| host.is_empty());
     let h2 = backend.options.protocol.is_h2();
     drop_hop_by_hop(headers, upgrade && !h2, true);
     if upgrade && !h2 {
@@ -182,7 +225,9 @@ pub fn request(
         parts.version = Version::HTTP_2;
     } else {
         parts.uri = Uri::from(path);
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        if empty_host {
+            headers.insert(header::HOST, HeaderValue::from_static(""));
+        } else if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             headers.insert(header::HOST, host);
         }
         parts.version = Version::HTTP_11;
@@ -229,8 +274,30 @@ pub fn request(
     }
 }
 
+/// Says how a request body of unknown length goes to an HTTP/1.1 backend: `Transfer-Encoding: chunked`, set here
+/// because hyper's client would otherwise send a `GET`, `HEAD` or `CONNECT` without its body (it assumes those
+/// have none) and drop the body in silence: a chunked `GET` on the generic path, or an HTTP/2 `GET` with DATA and
+/// no `content-length`, would reach the backend bodiless. `ended`: the body is known to be empty.
+pub fn frame_body(parts: &mut request::Parts, backend: &Backend, ended: bool) {
+    if ended
+        || backend.options.protocol.is_h2()
+        || parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return;
+    }
+    parts.headers.insert(
+        header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
+}
+
 /// Rewrites a backend's response head for the client: hop-by-hop headers dropped (a `101` keeps its `Upgrade`).
+/// A Content-Length next to a Transfer-Encoding is dropped (RFC 9112 §6.3: the coding frames the body, and hyper
+/// read it so): else the client would be told a length the body does not have.
 pub fn response(parts: &mut response::Parts) {
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     drop_hop_by_hop(&mut parts.headers, switching, false);
     if switching {

@@ -38,8 +38,8 @@ use super::LocalExec;
 use crate::h1::request::MAX_HEAD;
 use crate::worker::Open;
 
-/// Streams one client may have open at once.
-pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Streams one client may have open at once (nginx's default is 128; HAProxy's 100).
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// The largest header list (decoded) a request may have: as the HTTP/1.1 head limit.
 pub const MAX_HEADER_LIST: u32 = MAX_HEAD as u32;
 /// Streams the client may reset before we accepted them, before the connection is closed.
@@ -51,8 +51,9 @@ pub const MAX_FRAME: u32 = 16 * 1024;
 /// The flow-control window of a stream, and of a connection.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
 pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
-/// What one stream may have queued for sending.
-pub const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// What one stream may have queued for sending: with [`MAX_CONCURRENT_STREAMS`], what a client that stops reading
+/// can pin per connection (128 × 64 KiB = 8 MiB; at 256 × 400 KiB a review pinned 30 MiB a connection).
+pub const MAX_SEND_BUFFER: usize = 64 * 1024;
 /// How long a keep-alive ping may go unanswered.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{decode, sniff, Header, Malformed, Sniff};
+use super::decode::{decode, sniff, Sniff};
+use super::header::{Header, Malformed};
 
 /// Why a connection's start was refused (the connection is then closed).
 #[derive(Debug, thiserror::Error)]

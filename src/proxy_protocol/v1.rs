@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 
-use super::{Decoded, Header, Malformed, V1_MAX_LEN};
+use super::header::{Decoded, Header, Malformed, V1_MAX_LEN};
 
 /// What a v1 header starts with.
 pub const SIGNATURE: &[u8] = b"PROXY ";

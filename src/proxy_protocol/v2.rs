@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Decoded, Header, Malformed, V2_MAX_LEN};
+use super::header::{Decoded, Header, Malformed, V2_MAX_LEN};
 
 /// What a v2 header starts with.
 pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

@@ -80,13 +80,15 @@ impl Acceptor {
 
     /// Makes the TLS handshake on `tcp` within `timeout`. `None` when it failed (logged at debug, or answered
     /// with `400` when it was plain HTTP).
+    /// `already`: bytes of the connection read before (past a PROXY protocol header), the handshake's start.
     pub async fn handshake(
         &self,
         tcp: TcpStream,
+        already: &[u8],
         peer: std::net::SocketAddr,
         timeout: Duration,
     ) -> Option<TlsStream> {
-        match tokio::time::timeout(timeout, self.handshake_inner(tcp)).await {
+        match tokio::time::timeout(timeout, self.handshake_inner(tcp, already)).await {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(Failed::PlainHttp(mut tcp))) => {
                 tracing::debug!(%peer, "plain HTTP on a TLS listener: 400");
@@ -107,17 +109,29 @@ impl Acceptor {
         }
     }
 
-    async fn handshake_inner(&self, tcp: TcpStream) -> Result<TlsStream, Failed> {
+    async fn handshake_inner(&self, tcp: TcpStream, already: &[u8]) -> Result<TlsStream, Failed> {
         // The first byte of a TLS connection is a handshake record's (22); a letter is an HTTP method. One peek per
         // new connection: nothing next to a handshake's cost.
         let mut first = [0u8; 1];
-        match tcp.peek(&mut first).await {
-            Ok(1) if first[0].is_ascii_uppercase() => return Err(Failed::PlainHttp(tcp)),
-            Ok(_) => {}
-            Err(error) => return Err(Failed::Io(error)),
+        match already.first() {
+            Some(byte) => first[0] = *byte,
+            None => match tcp.peek(&mut first).await {
+                Ok(_) => {}
+                Err(error) => return Err(Failed::Io(error)),
+            },
         }
-        let tls = ServerConnection::new(self.config.clone())
+        if first[0].is_ascii_uppercase() {
+            return Err(Failed::PlainHttp(tcp));
+        }
+        let mut tls = ServerConnection::new(self.config.clone())
             .map_err(|error| Failed::Io(io::Error::other(error)))?;
+        // What was read before (after a PROXY header) is the handshake's start: rustls takes it first.
+        let mut rest = already;
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest).map_err(Failed::Io)?;
+            tls.process_new_packets()
+                .map_err(|error| Failed::Io(io::Error::new(io::ErrorKind::InvalidData, error)))?;
+        }
         let mut session = Session::new(tcp, tls);
         poll_fn(|cx| loop {
             std::task::ready!(session.poll_flush_tls(cx))?;

@@ -49,6 +49,8 @@ pub(super) struct Session {
     unreported: usize,
     /// The peer ended its side: `close_notify`, or the end of the TCP stream.
     closed: bool,
+    /// The close is to be a reset ([`Transport::reset_on_close`]): no `close_notify` then.
+    reset: bool,
 }
 
 impl TlsStream {
@@ -72,6 +74,7 @@ impl Session {
             plaintext: 0,
             unreported: 0,
             closed: false,
+            reset: false,
         }
     }
 
@@ -120,6 +123,13 @@ impl Session {
             self.closed = true;
         }
         self.process()?;
+        if self.tls.wants_write() {
+            // What rustls answers by itself to what it just read (a refused renegotiation's `no_renegotiation`
+            // alert, a TLS 1.3 key update): out now, if the socket takes it, rather than with our next write, which
+            // may never come while the peer waits for the answer (a renegotiating client hung until the idle
+            // timeout). Records go out in order whoever pushes them.
+            let _ = self.write_tls_now();
+        }
         Ok(n)
     }
 
@@ -352,12 +362,24 @@ impl Transport for TlsStream {
     }
 
     fn reset_on_close(&self) {
-        let session = self.session.borrow();
+        let mut session = self.session.borrow_mut();
+        session.reset = true;
         let _ = socket2::SockRef::from(&session.tcp).set_linger(Some(std::time::Duration::ZERO));
     }
 
     fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.session.borrow().tcp.local_addr().ok()
+    }
+
+    fn close_cleanly(&mut self) {
+        let session = self.session.get_mut();
+        if session.reset {
+            return;
+        }
+        // One try: the alert is 24 bytes, which a socket whose answer went out takes; a client that does not read
+        // gets the close without it, as it would have got it late.
+        session.tls.send_close_notify();
+        let _ = session.write_tls_now();
     }
 }
 

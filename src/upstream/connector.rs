@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::pool::ConnectError;
 use super::tls_client::ALPN_H2;
 use crate::backend::Backend;
 use crate::config::Protocol;
@@ -40,6 +39,28 @@ impl Upstream {
         match self {
             Upstream::Plain(_) => false,
             Upstream::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(ALPN_H2),
+        }
+    }
+}
+
+/// Why no connection to a backend could be had. Nothing of the request was sent in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{}", describe_io(.0))]
+    Io(io::Error),
+    /// Connected, but TLS to the backend failed (`connector`).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl ConnectError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            ConnectError::Timeout(_) => Failure::ConnectTimeout,
+            ConnectError::Io(error) => Failure::of_io(error, true),
+            ConnectError::Tls(error) => error.failure(),
         }
     }
 }

@@ -16,5 +16,6 @@ mod snapshot;
 mod tls_client;
 
 pub use crate::backend::Backend;
-pub use pool::{ConnectError, KeepAlive, Lease, Pool, Reuse};
+pub use connector::ConnectError;
+pub use pool::{KeepAlive, Lease, Pool, Reuse};
 pub use snapshot::{Routing, Snapshot};

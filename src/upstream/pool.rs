@@ -27,7 +27,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +34,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::connector::TlsError;
+use super::connector::ConnectError;
 use crate::backend::{Backend, BackendState};
 use crate::config::PoolConfig;
-use crate::failure::{describe_io, Failure};
+
 use crate::h1::socket::{self, Unread};
 
 /// A connection idle for less than this is trusted to be open unless the reactor saw it become readable.
@@ -50,28 +49,6 @@ pub const SAFE_REUSE: Duration = Duration::from_millis(200);
 /// The most of an announced `Keep-Alive: timeout` we use: a connection is given up this long (or half the
 /// announced time, if less) before the backend would close it.
 const ANNOUNCED_MARGIN: Duration = Duration::from_secs(1);
-
-/// Why no connection to a backend could be had. Nothing of the request was sent in either case.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connect timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("{}", describe_io(.0))]
-    Io(io::Error),
-    /// Connected, but TLS to the backend failed (`connector`).
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-}
-
-impl ConnectError {
-    pub fn failure(&self) -> Failure {
-        match self {
-            ConnectError::Timeout(_) => Failure::ConnectTimeout,
-            ConnectError::Io(error) => Failure::of_io(error, true),
-            ConnectError::Tls(error) => error.failure(),
-        }
-    }
-}
 
 struct Idle {
     stream: TcpStream,

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use crate::h2::lb_over;
 use crate::harness::{
-    backend_of, client, pattern, same_bytes, tally, wait_until, H2Backend, TestBackend, TestLb,
-    PATIENCE,
+    backend_of, client, pattern, same_bytes, tally, wait_until, H2Backend, RawConn, TestBackend,
+    TestLb, PATIENCE,
 };
 
 #[tokio::test]
@@ -199,4 +199,61 @@ async fn a_backend_that_refuses_connections_is_skipped_for_the_next() {
     assert_eq!(live.hits(), 6);
     lb.wait_log("request retried on the next backend", PATIENCE)
         .await;
+}
+
+/// A mixed pool (an HTTP/1.1 backend and an h2c one) puts HTTP/1.1 clients on the generic path.
+async fn mixed_pool(one: &TestBackend, two: &H2Backend) -> TestLb {
+    let config = json!({
+        "backends": [
+            {"id": 1, "host": "127.0.0.1", "port": one.addr().port()},
+            {"id": 2, "host": "127.0.0.1", "port": two.addr().port(), "protocol": "h2c"},
+        ],
+        "health_check": {"path": "/health", "interval": "100ms", "fall": 1, "rise": 1},
+        "workers": 1,
+    });
+    TestLb::from_file("lb.json", &config.to_string()).await
+}
+
+/// A `GET` with a chunked body reaches an HTTP/1.1 backend with its body on the generic path, as on the fast path
+/// (hyper's client, left to itself, sends a `GET` of unknown length without its body, in silence).
+#[tokio::test]
+async fn a_chunked_get_body_reaches_an_http1_backend_on_the_generic_path() {
+    let one = TestBackend::start(1).await;
+    let two = H2Backend::start(2).await;
+    let lb = mixed_pool(&one, &two).await;
+    lb.wait_serving(&[1, 2]).await;
+    // Round robin: whichever backend the first request goes to, one of two consecutive ones goes to backend 1.
+    let before = one.hits();
+    let mut echoed = Vec::new();
+    for _ in 0..2 {
+        let mut conn = RawConn::connect(lb.addr()).await;
+        conn.send(b"GET /echo HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            .await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        echoed.push(response.text());
+    }
+    assert_eq!(echoed, ["hello", "hello"], "both backends got the body");
+    assert_eq!(
+        one.hits(),
+        before + 1,
+        "one of them went to the HTTP/1.1 backend"
+    );
+}
+
+/// A malformed chunked body on the generic path is the client's fault, as on the fast path: `400`, not a `502`
+/// blamed on the backend.
+#[tokio::test]
+async fn a_malformed_chunked_body_on_the_generic_path_gets_400() {
+    let one = TestBackend::start(1).await;
+    let two = H2Backend::start(2).await;
+    let lb = mixed_pool(&one, &two).await;
+    lb.wait_serving(&[1, 2]).await;
+    for _ in 0..2 {
+        let mut conn = RawConn::connect(lb.addr()).await;
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n5zz\r\nhello\r\n0\r\n\r\n")
+            .await;
+        let response = conn.response().await;
+        assert_eq!(response.status, 400, "{}", response.text());
+    }
 }

@@ -328,3 +328,42 @@ async fn send_proxy_in_http_mode_tells_the_backend_each_client_on_a_connection_o
             .collect::<Vec<_>>(),
     );
 }
+
+#[tokio::test]
+async fn a_proxy_header_before_the_handshake_names_the_client_the_backend_learns() {
+    let backend = TestBackend::start(1).await;
+    let certs = crate::tls::two_certificates();
+    let config = crate::harness::full_config(
+        &[(1, &backend)],
+        json!({"tls": crate::tls::tls_table(&certs), "accept_proxy": ["127.0.0.1/32"]}),
+    );
+    let lb = TestLb::from_file("lb.json", &config).await;
+
+    // As a load balancer in front sends it: the v2 header, then the TLS handshake on the same connection.
+    let client: std::net::SocketAddr = "203.0.113.7:41000".parse().unwrap();
+    let mut tcp = TcpStream::connect(lb.addr()).await.unwrap();
+    tcp.write_all(&v2_header(client, lb.addr())).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let stream = certs
+        .ca
+        .client(&[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .expect("a handshake after the PROXY header");
+    let mut conn = RawConn::from_stream(stream);
+    conn.send(&crate::tls::get("/proxied")).await;
+    assert_eq!(conn.response().await.status, 200);
+    let seen = backend.last_seen();
+    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+
+    // A source in the list must send the header: a bare handshake is refused.
+    let refused = certs
+        .ca
+        .try_connect(lb.addr(), "a.test", &[b"http/1.1"])
+        .await;
+    assert!(
+        refused.is_err(),
+        "a handshake without the header: {refused:?}"
+    );
+}

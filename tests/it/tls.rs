@@ -14,20 +14,20 @@ use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Two certificates: `a.test` (the default, first) and `*.b.test`.
-struct Two {
-    ca: TestCa,
-    a: Issued,
-    b: Issued,
+pub(crate) struct Two {
+    pub ca: TestCa,
+    pub a: Issued,
+    pub b: Issued,
 }
 
-fn two_certificates() -> Two {
+pub(crate) fn two_certificates() -> Two {
     let ca = TestCa::new();
     let a = ca.issue("a", &["a.test"]);
     let b = ca.issue("b", &["*.b.test"]);
     Two { ca, a, b }
 }
 
-fn tls_table(certs: &Two) -> serde_json::Value {
+pub(crate) fn tls_table(certs: &Two) -> serde_json::Value {
     json!({
         "cert": certs.a.cert,
         "key": certs.a.key,
@@ -43,7 +43,7 @@ async fn lb_with(backend: &TestBackend, certs: &Two) -> TestLb {
     TestLb::from_file("lb.json", &config).await
 }
 
-fn get(path: &str) -> Vec<u8> {
+pub(crate) fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").into_bytes()
 }
 
@@ -579,5 +579,30 @@ async fn a_client_that_comes_back_resumes_its_session() {
             "{:?}",
             version.version
         );
+    }
+}
+
+/// A connection that ends after its answer (`Connection: close`, an HTTP/1.0 client) ends with TLS's `close_notify`:
+/// without it a client cannot tell the end of a body delimited by the close from a cut, and strict clients (rustls,
+/// OpenSSL 3 without the ragged-EOF option) report the end as an error.
+#[tokio::test]
+async fn a_connection_that_ends_after_its_answer_ends_with_close_notify() {
+    let backend = TestBackend::start(1).await;
+    let certs = two_certificates();
+    let lb = lb_with(&backend, &certs).await;
+    for request in [
+        "GET /a HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        "GET /b HTTP/1.0\r\nHost: shop.test\r\n\r\n",
+    ] {
+        let mut stream = certs.ca.connect(lb.addr(), "a.test").await;
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received))
+            .await
+            .expect("closed in time");
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{request:?}: {text:?}");
+        // tokio-rustls reports a close without `close_notify` as `UnexpectedEof`.
+        read.unwrap_or_else(|error| panic!("{request:?}: not a clean TLS close: {error}"));
     }
 }

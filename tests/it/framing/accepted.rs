@@ -2,13 +2,9 @@
 
 use super::*;
 
-#[tokio::test]
-async fn obfuscated_transfer_encoding_smuggles_nothing() {
+async fn obfuscated_transfer_encoding_smuggles_nothing(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     // TE.TE: both ends know chunked, but one of them can be made not to see it. Each also has a Content-Length.
     let obfuscated = |te_lines: &str| {
@@ -43,14 +39,10 @@ async fn obfuscated_transfer_encoding_smuggles_nothing() {
     assert_refused(&lb, &backend, &cases, &[&[400], &[501]], Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn a_body_that_looks_like_a_request_stays_a_body() {
+async fn a_body_that_looks_like_a_request_stays_a_body(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     conn.send(
         format!(
@@ -76,14 +68,10 @@ async fn a_body_that_looks_like_a_request_stays_a_body() {
     assert_eq!(outer.body.as_deref(), Some(SMUGGLED.as_bytes()));
 }
 
-#[tokio::test]
-async fn a_connection_header_cannot_take_the_length_away_from_a_body() {
+async fn a_connection_header_cannot_take_the_length_away_from_a_body(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     conn.send(
         format!(
@@ -111,15 +99,11 @@ async fn a_connection_header_cannot_take_the_length_away_from_a_body() {
     );
 }
 
-#[tokio::test]
-async fn a_response_without_a_reason_phrase_is_forwarded() {
+async fn a_response_without_a_reason_phrase_is_forwarded(path: Path) {
     let backend =
         RecordingBackend::replying("/bare", b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok").await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     conn.send(b"GET /bare HTTP/1.1\r\nHost: shop.example\r\n\r\n")
         .await;
@@ -129,14 +113,10 @@ async fn a_response_without_a_reason_phrase_is_forwarded() {
     assert!(!lb.logs().join("\n").contains("panicked"));
 }
 
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order() {
+async fn pipelined_requests_are_answered_in_order(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     conn.send(
         b"GET /first HTTP/1.1\r\nHost: shop.example\r\n\r\n\
@@ -157,14 +137,10 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(backend.targets(), ["/first", "/second"]);
 }
 
-#[tokio::test]
-async fn a_chunked_body_with_extensions_and_trailers_arrives_intact() {
+async fn a_chunked_body_with_extensions_and_trailers_arrives_intact(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     // The GET behind it is answered only if lb found where the chunked body, trailers included, ends.
     conn.send(
@@ -203,14 +179,10 @@ async fn a_chunked_body_with_extensions_and_trailers_arrives_intact() {
     );
 }
 
-#[tokio::test]
-async fn a_post_with_an_empty_body_is_forwarded_and_the_connection_goes_on() {
+async fn a_post_with_an_empty_body_is_forwarded_and_the_connection_goes_on(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     conn.send(
         b"POST /empty HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 0\r\n\r\n\
@@ -232,14 +204,10 @@ async fn a_post_with_an_empty_body_is_forwarded_and_the_connection_goes_on() {
     assert_eq!(backend.requests()[0].body.as_deref(), Some(&b""[..]));
 }
 
-#[tokio::test]
-async fn requests_dribbled_a_few_bytes_at_a_time_arrive_whole() {
+async fn requests_dribbled_a_few_bytes_at_a_time_arrive_whole(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     let body: String = (0..600)
         .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -281,8 +249,7 @@ async fn requests_dribbled_a_few_bytes_at_a_time_arrive_whole() {
     }
 }
 
-#[tokio::test]
-async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_chunked() {
+async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_chunked(path: Path) {
     let backend = RecordingBackend::replying(
         "/odd",
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
@@ -290,12 +257,7 @@ async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_c
     )
     .await;
     // One worker, so one connection pool: every request is a chance to reuse the odd response's connection.
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .arg("--workers")
-        .arg("1")
-        .start()
-        .await;
+    let lb = Lb::start_with(path, backend.addr(), |lb| lb.arg("--workers").arg("1")).await;
     let connection_of = |target: &str| {
         let requests = backend.requests();
         let found = requests.iter().rev().find(|r| r.target == target);
@@ -304,7 +266,7 @@ async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_c
     // First, that lb does reuse a backend connection after a clean response; else the test below proves nothing.
     let mut previous = None;
     wait_until("lb reuses a backend connection", CLOSE_WITHIN, async || {
-        let warm = response_on_new_connection(lb.addr(), "/warm").await;
+        let warm = response_on_new_connection(&lb, "/warm").await;
         assert_eq!(warm.status, 200, "{warm:?}");
         let connection = connection_of("/warm");
         previous.replace(connection) == Some(connection)
@@ -312,10 +274,10 @@ async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_c
     .await;
 
     let request = b"GET /odd HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n";
-    let odd = exchange(lb.addr(), request).await;
+    let odd = exchange(&lb, request).await;
     let mut after = Vec::new();
     for _ in 0..3 {
-        let response = response_on_new_connection(lb.addr(), "/after").await;
+        let response = response_on_new_connection(&lb, "/after").await;
         assert_eq!(response.status, 200, "{response:?}");
         after.push(connection_of("/after"));
     }
@@ -342,31 +304,23 @@ async fn a_backend_response_with_content_length_and_chunked_reaches_the_client_c
     );
 }
 
-#[tokio::test]
-async fn a_backend_response_with_two_content_lengths_means_502() {
+async fn a_backend_response_with_two_content_lengths_means_502(path: Path) {
     let backend = RawBackend::start(
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     )
     .await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
-    let (status, body) = lb.get("/").await;
+    let response = response_on_new_connection(&lb, "/").await;
 
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(response.status, 502, "{response:?}");
     assert_eq!(backend.hits(), 1);
 }
 
-#[tokio::test]
-async fn targets_and_hosts_of_rfc_3986_and_what_browsers_send_pass_as_they_are() {
+async fn targets_and_hosts_of_rfc_3986_and_what_browsers_send_pass_as_they_are(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
-    let mut conn = RawConn::connect(lb.addr()).await;
+    let lb = Lb::start(path, backend.addr()).await;
+    let mut conn = lb.raw().await;
 
     let requests = [
         ("/caf%C3%A9/a-._~!$&'()*+,;=:@?q=/?:@", "shop.example:8080"),
@@ -403,3 +357,17 @@ async fn targets_and_hosts_of_rfc_3986_and_what_browsers_send_pass_as_they_are()
         .collect();
     assert_eq!(seen, want);
 }
+
+on_every_path!(
+    obfuscated_transfer_encoding_smuggles_nothing,
+    a_body_that_looks_like_a_request_stays_a_body,
+    a_connection_header_cannot_take_the_length_away_from_a_body,
+    a_response_without_a_reason_phrase_is_forwarded,
+    pipelined_requests_are_answered_in_order,
+    a_chunked_body_with_extensions_and_trailers_arrives_intact,
+    a_post_with_an_empty_body_is_forwarded_and_the_connection_goes_on,
+    requests_dribbled_a_few_bytes_at_a_time_arrive_whole,
+    a_backend_response_with_content_length_and_chunked_reaches_the_client_chunked,
+    a_backend_response_with_two_content_lengths_means_502,
+    targets_and_hosts_of_rfc_3986_and_what_browsers_send_pass_as_they_are,
+);

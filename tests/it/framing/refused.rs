@@ -2,13 +2,9 @@
 
 use super::*;
 
-#[tokio::test]
-async fn content_length_with_transfer_encoding_is_refused_before_any_backend_sees_it() {
+async fn content_length_with_transfer_encoding_is_refused_before_any_backend_sees_it(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let cases = [
         // CL.TE: a front end going by Content-Length forwards it all; a back end going by chunked sees two requests.
@@ -42,13 +38,9 @@ async fn content_length_with_transfer_encoding_is_refused_before_any_backend_see
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn every_doubtful_content_length_is_refused() {
+async fn every_doubtful_content_length_is_refused(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let post = |lengths: &str, body: &str| {
         with_smuggled(
@@ -80,13 +72,9 @@ async fn every_doubtful_content_length_is_refused() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn a_bad_chunk_never_lets_what_follows_reach_a_backend() {
+async fn a_bad_chunk_never_lets_what_follows_reach_a_backend(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     // The head is fine, so `lb` may have forwarded it before it reads the bad chunk; what follows must not pass.
     let chunked = |body: &str| {
@@ -133,17 +121,18 @@ async fn a_bad_chunk_never_lets_what_follows_reach_a_backend() {
             chunked("0\r\nX-Trailer: a\r\n b\r\n\r\n"),
         ),
     ];
-    // 400, or at worst a connection closed with no answer at all.
-    assert_refused(&lb, &backend, &cases, &[&[400], &[]], Reach::HeadsOnly).await;
+    // 400, or at worst a connection closed with no answer at all. On the generic path hyper's chunked decoder
+    // finds the bad chunk while the body streams to the backend: the exchange fails as a forwarding does, 502.
+    let allowed: &[&[u16]] = match path {
+        Path::Tcp | Path::Tls => &[&[400], &[]],
+        Path::Generic | Path::GenericSecond => &[&[400], &[], &[502]],
+    };
+    assert_refused(&lb, &backend, &cases, allowed, Reach::HeadsOnly).await;
 }
 
-#[tokio::test]
-async fn header_lines_a_lenient_parser_would_read_differently_are_refused() {
+async fn header_lines_a_lenient_parser_would_read_differently_are_refused(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let get = |headers: &str| with_smuggled(&format!("GET /page HTTP/1.1\r\n{headers}"), "");
     let cases = [
@@ -193,13 +182,9 @@ async fn header_lines_a_lenient_parser_would_read_differently_are_refused() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn a_bare_lf_ending_the_request_line_is_refused() {
+async fn a_bare_lf_ending_the_request_line_is_refused(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     // RFC 9112 §2.2 lets a recipient accept a bare LF; a strict engine does not, in the request line as in fields.
     let cases = [(
@@ -209,13 +194,9 @@ async fn a_bare_lf_ending_the_request_line_is_refused() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn an_http_1_1_request_needs_exactly_one_host() {
+async fn an_http_1_1_request_needs_exactly_one_host(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let cases = [
         ("no Host", with_smuggled("GET /page HTTP/1.1\r\n", "")),
@@ -230,13 +211,9 @@ async fn an_http_1_1_request_needs_exactly_one_host() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn targets_and_authorities_outside_rfc_3986_are_refused_and_never_forwarded() {
+async fn targets_and_authorities_outside_rfc_3986_are_refused_and_never_forwarded(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let target = |target: &str| {
         with_smuggled(
@@ -284,28 +261,20 @@ async fn targets_and_authorities_outside_rfc_3986_are_refused_and_never_forwarde
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn an_http_1_0_request_without_host_is_served() {
+async fn an_http_1_0_request_without_host_is_served(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
-    let answer = exchange(lb.addr(), b"GET /old-school HTTP/1.0\r\n\r\n").await;
+    let answer = exchange(&lb, b"GET /old-school HTTP/1.0\r\n\r\n").await;
 
     assert_eq!(answer.statuses, [200], "{answer:?}");
     assert!(answer.closed, "HTTP/1.0 without keep-alive: {answer:?}");
     assert_eq!(backend.targets(), ["/old-school"]);
 }
 
-#[tokio::test]
-async fn a_transfer_coding_lb_does_not_know_gets_501() {
+async fn a_transfer_coding_lb_does_not_know_gets_501(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let coded = |coding: &str, body: &str| {
         with_smuggled(
@@ -320,16 +289,17 @@ async fn a_transfer_coding_lb_does_not_know_gets_501() {
         ("identity", coded("identity", "")),
         ("x-custom, chunked", coded("x-custom, chunked", "0\r\n\r\n")),
     ];
-    assert_refused(&lb, &backend, &cases, &[&[501]], Reach::Nothing).await;
+    // hyper answers a Transfer-Encoding without chunked itself (`identity`), with 400, before lb sees the request.
+    let allowed: &[&[u16]] = match path {
+        Path::GenericSecond => &[&[501], &[400]],
+        _ => &[&[501]],
+    };
+    assert_refused(&lb, &backend, &cases, allowed, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn chunked_twice_gets_400() {
+async fn chunked_twice_gets_400(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let coded = |te_lines: &str| {
         with_smuggled(
@@ -350,13 +320,9 @@ async fn chunked_twice_gets_400() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn chunked_not_last_is_refused() {
+async fn chunked_not_last_is_refused(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let cases = [(
         "chunked, gzip",
@@ -369,13 +335,9 @@ async fn chunked_not_last_is_refused() {
     assert_refused(&lb, &backend, &cases, &[&[400], &[501]], Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn transfer_encoding_in_http_1_0_is_refused() {
+async fn transfer_encoding_in_http_1_0_is_refused(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let cases = [(
         "HTTP/1.0 chunked",
@@ -387,13 +349,9 @@ async fn transfer_encoding_in_http_1_0_is_refused() {
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn connect_gets_501() {
+async fn connect_gets_501(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     let cases = [(
         "CONNECT",
@@ -405,13 +363,9 @@ async fn connect_gets_501() {
     assert_refused(&lb, &backend, &cases, &[&[501]], Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn a_request_pipelined_behind_a_refused_one_is_neither_answered_nor_forwarded() {
+async fn a_request_pipelined_behind_a_refused_one_is_neither_answered_nor_forwarded(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     // No Host: refused. The request behind it is a perfectly good one, but a refusal ends the connection.
     let cases = [(
@@ -423,13 +377,9 @@ async fn a_request_pipelined_behind_a_refused_one_is_neither_answered_nor_forwar
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
 
-#[tokio::test]
-async fn a_refused_request_closes_the_connection_even_with_nothing_behind_it() {
+async fn a_refused_request_closes_the_connection_even_with_nothing_behind_it(path: Path) {
     let backend = RecordingBackend::start().await;
-    let lb = TestLb::builder()
-        .backend_at(1, backend.addr())
-        .start()
-        .await;
+    let lb = Lb::start(path, backend.addr()).await;
 
     // Each request is complete, and nothing follows it: the close is still owed, since lb cannot know what it
     // misread (RFC 9112 §6.3 demands it for the two framing cases).
@@ -452,3 +402,21 @@ async fn a_refused_request_closes_the_connection_even_with_nothing_behind_it() {
     ];
     assert_refused(&lb, &backend, &cases, BAD_REQUEST, Reach::Nothing).await;
 }
+
+on_every_path!(
+    content_length_with_transfer_encoding_is_refused_before_any_backend_sees_it,
+    every_doubtful_content_length_is_refused,
+    a_bad_chunk_never_lets_what_follows_reach_a_backend,
+    header_lines_a_lenient_parser_would_read_differently_are_refused,
+    a_bare_lf_ending_the_request_line_is_refused,
+    an_http_1_1_request_needs_exactly_one_host,
+    targets_and_authorities_outside_rfc_3986_are_refused_and_never_forwarded,
+    an_http_1_0_request_without_host_is_served,
+    a_transfer_coding_lb_does_not_know_gets_501,
+    chunked_twice_gets_400,
+    chunked_not_last_is_refused,
+    transfer_encoding_in_http_1_0_is_refused,
+    connect_gets_501,
+    a_request_pipelined_behind_a_refused_one_is_neither_answered_nor_forwarded,
+    a_refused_request_closes_the_connection_even_with_nothing_behind_it,
+);

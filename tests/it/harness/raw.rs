@@ -59,9 +59,12 @@ impl RawConn {
         self.try_send(bytes).await.expect("send to lb");
     }
 
-    /// Sends, for when `lb` may rightly close the connection before reading everything.
+    /// Sends, for when `lb` may rightly close the connection before reading everything. Flushed: a TLS stream
+    /// (tokio-rustls) may keep records it could not write at once until the next write or flush.
     pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.get_mut().write_all(bytes).await
+        let stream = self.stream.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await
     }
 
     /// Reads one response: the head, then a body framed by Content-Length, chunked encoding, or the end of the
