@@ -27,6 +27,7 @@ use crate::backend::Backend;
 use crate::config::{HealthConfig, HealthKind, Protocol};
 use crate::failure::{describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
+use crate::proxy_protocol;
 use crate::upstream::connector::{self, Upstream};
 use crate::upstream::ConnectError;
 
@@ -194,8 +195,9 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
         status: None,
         error,
     };
-    // The check's own timeout bounds the connect.
-    let stream = connector::connect(backend, config.timeout, None)
+    // The check's own timeout bounds the connect. A `send_proxy` backend gets a header naming no client first.
+    let prelude = backend.options.send_proxy.map(proxy_protocol::local_header);
+    let stream = connector::connect(backend, config.timeout, prelude.as_deref())
         .await
         .map_err(|error| match error {
             ConnectError::Io(error) if is_local_shortage(&error) => {

@@ -41,6 +41,21 @@ pub fn header(version: ProxyVersion, client: SocketAddr, local: SocketAddr) -> B
     }
 }
 
+/// The header of `version` that names no client: the sender's own connection (a health check). v1 says `PROXY
+/// UNKNOWN`, v2 sends the LOCAL command; a receiver keeps the connection's real addresses (as HAProxy's
+/// `check-send-proxy` does, so that a backend that requires a header accepts the checks too).
+pub fn local_header(version: ProxyVersion) -> Bytes {
+    match version {
+        ProxyVersion::V1 => Bytes::from_static(b"PROXY UNKNOWN\r\n"),
+        ProxyVersion::V2 => {
+            let mut out = v2::SIGNATURE.to_vec();
+            // Version 2, LOCAL; AF_UNSPEC; no address block.
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+            Bytes::from(out)
+        }
+    }
+}
+
 /// Both addresses in one family (see [`header`]).
 fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
     let canonical = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
@@ -62,6 +77,19 @@ mod tests {
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn local_headers_decode_as_local() {
+        for version in [ProxyVersion::V1, ProxyVersion::V2] {
+            let bytes = local_header(version);
+            let (header, len) = decode(&bytes).unwrap().unwrap();
+            assert_eq!(len, bytes.len(), "{version:?}");
+            assert!(
+                !matches!(header, Header::Proxied { .. }),
+                "{version:?}: {header:?}"
+            );
+        }
     }
 
     #[test]

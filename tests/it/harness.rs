@@ -37,7 +37,7 @@ pub use h2::{
 pub use handoff::{assert_not_asked_to_upgrade, tokens, Handed, HandoffBackend, Head};
 pub use raw::{RawConn, RawResponse};
 pub use scripted::{ScriptedBackend, Step};
-pub use tcp::{goodbye, greeting, read_proxy_header, v1_header, v2_header, TcpBackend};
+pub use tcp::{goodbye, greeting, is_local, read_proxy_header, v1_header, v2_header, TcpBackend};
 pub use tls_backend::{backend_entry, path_line, toml_config, wait_health, TestCa, TlsBackend};
 pub use websocket::{WsEchoBackend, BYE, BYE_CODE, BYE_REASON};
 

@@ -268,6 +268,10 @@ async fn http_backend_expecting_proxy(
                 let Some(header) = crate::harness::read_proxy_header(&mut stream).await else {
                     return;
                 };
+                // A health check's connection: a header naming no client, then nothing to answer.
+                if crate::harness::is_local(&header) {
+                    return;
+                }
                 seen.lock().unwrap().push(header);
                 let mut reader = BufReader::new(stream);
                 loop {
@@ -366,4 +370,21 @@ async fn a_proxy_header_before_the_handshake_names_the_client_the_backend_learns
         refused.is_err(),
         "a handshake without the header: {refused:?}"
     );
+}
+
+#[tokio::test]
+async fn health_checks_of_a_send_proxy_backend_start_with_a_header_naming_no_client() {
+    for version in ["v1", "v2"] {
+        let backend = TcpBackend::expecting_proxy(1).await;
+        let _lb = tcp_lb(&backend, version, json!({})).await;
+        // Every check (a connect, in TCP mode) starts with a header the backend accepts: PROXY UNKNOWN, v2 LOCAL.
+        crate::harness::wait_until("checks with a LOCAL header", PATIENCE, async || {
+            backend.locals() >= 3
+        })
+        .await;
+        assert!(
+            backend.headers().is_empty(),
+            "{version}: no client connected yet"
+        );
+    }
 }

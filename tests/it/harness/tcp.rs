@@ -27,7 +27,10 @@ struct Shared {
     expect_proxy: bool,
     /// Connections that sent a byte (or a header), health checks excluded.
     sessions: AtomicUsize,
+    /// The headers of clients' connections (LOCAL ones, from health checks, are counted apart).
     headers: Mutex<Vec<Vec<u8>>>,
+    /// Headers that named no client (`PROXY UNKNOWN`, v2 LOCAL): the health checks'.
+    locals: AtomicUsize,
 }
 
 /// What the backend `id` writes first on each connection.
@@ -58,6 +61,7 @@ impl TcpBackend {
             expect_proxy,
             sessions: AtomicUsize::new(0),
             headers: Mutex::new(Vec::new()),
+            locals: AtomicUsize::new(0),
         });
         let server = tokio::spawn(serve(listener, shared.clone()));
         TcpBackend {
@@ -80,6 +84,11 @@ impl TcpBackend {
     /// The PROXY headers received, as they came.
     pub fn headers(&self) -> Vec<Vec<u8>> {
         self.shared.headers.lock().unwrap().clone()
+    }
+
+    /// How many headers named no client (the health checks' own connections).
+    pub fn locals(&self) -> usize {
+        self.shared.locals.load(Ordering::SeqCst)
     }
 
     /// Closes the listener and every open connection: connecting is refused from now on.
@@ -113,6 +122,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn session(mut stream: TcpStream, shared: Arc<Shared>) {
     if shared.expect_proxy {
         match read_proxy_header(&mut stream).await {
+            Some(header) if is_local(&header) => {
+                shared.locals.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
             Some(header) => {
                 shared.sessions.fetch_add(1, Ordering::SeqCst);
                 shared.headers.lock().unwrap().push(header);
@@ -146,6 +159,11 @@ async fn session(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     let _ = stream.write_all(goodbye(shared.id).as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// Whether a header names no client: v1 `PROXY UNKNOWN`, or the v2 LOCAL command (a sender's health check).
+pub fn is_local(header: &[u8]) -> bool {
+    header.starts_with(b"PROXY UNKNOWN") || (header.len() > 12 && header[12] == 0x20)
 }
 
 /// Reads one v1 or v2 header, byte by byte for v1 (so nothing past it is taken); `None` if the connection ends or
