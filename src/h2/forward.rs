@@ -39,7 +39,6 @@ use super::tunnel;
 use crate::access_log::{self, Line};
 use crate::backend::stats::StatusClass;
 use crate::backend::BackendState;
-use crate::balance::Candidates;
 use crate::failure::{Failure, CLIENT_CLOSED_REQUEST};
 use crate::log_limit::{self, Subject};
 use crate::proxy::{is_idempotent, ProxyError, Record, Tried};
@@ -363,17 +362,10 @@ async fn attempts<'s>(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let eligible = |i: usize| backends[i].is_eligible() && !tried.contains(i);
-                let candidates = Candidates {
-                    backends,
-                    key: None,
-                    eligible: &eligible,
-                };
-                let Some(index) = snapshot.balancer.pick(&candidates) else {
+                let Some(index) = tried.pick_next(snapshot) else {
                     return Err(last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, "")));
                 };
-                tried.push(index);
                 (index, false)
             }
         };

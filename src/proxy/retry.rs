@@ -68,18 +68,11 @@ pub async fn attempts<T: Transport>(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let eligible = |i: usize| backends[i].is_eligible() && !tried.contains(i);
-                let candidates = Candidates {
-                    backends,
-                    key: None,
-                    eligible: &eligible,
-                };
-                let Some(index) = snapshot.balancer.pick(&candidates) else {
+                let Some(index) = tried.pick_next(snapshot) else {
                     let error = last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
                     return Outcome::Failed(error);
                 };
-                tried.push(index);
                 (index, false)
             }
         };
@@ -229,6 +222,27 @@ impl Tried {
         } else {
             self.more.push(index);
         }
+    }
+
+    /// How many backends were tried.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// The next backend to try, by the snapshot's balancer: an eligible one not tried yet, now counted as tried.
+    /// `None` when there is none left. (The fast path, the generic path and TCP mode all choose this way.)
+    #[inline]
+    pub fn pick_next(&mut self, snapshot: &Snapshot) -> Option<usize> {
+        let backends = &snapshot.backends;
+        let eligible = |i: usize| backends[i].is_eligible() && !self.contains(i);
+        let candidates = Candidates {
+            backends,
+            key: None,
+            eligible: &eligible,
+        };
+        let index = snapshot.balancer.pick(&candidates)?;
+        self.push(index);
+        Some(index)
     }
 }
 

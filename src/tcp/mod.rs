@@ -32,9 +32,9 @@ pub use relay::FirstBytes;
 
 use relay::Relayed;
 
-use crate::balance::Candidates;
 use crate::failure::Failure;
 use crate::log_limit::{self, Subject};
+use crate::proxy::Tried;
 use crate::proxy_protocol;
 use crate::upstream::connector::{self, Upstream};
 use crate::upstream::{Backend, Snapshot};
@@ -74,23 +74,15 @@ where
     let snapshot = worker.routing().load_full();
     let _exchange = worker.exchange();
     let _tunnel = worker.tunnel();
-    let mut tried = Vec::new();
+    let mut tried = Tried::default();
     loop {
-        let backends = &snapshot.backends;
-        let eligible = |i: usize| backends[i].is_eligible() && !tried.contains(&i);
-        let candidates = Candidates {
-            backends,
-            key: None,
-            eligible: &eligible,
-        };
-        let Some(index) = snapshot.balancer.pick(&candidates) else {
+        let Some(index) = tried.pick_next(&snapshot) else {
             return no_backend(ends.peer, tried.len());
         };
-        if !tried.is_empty() {
+        if tried.len() > 1 {
             worker.count_retry();
         }
-        tried.push(index);
-        let backend = &backends[index];
+        let backend = &snapshot.backends[index];
         let _in_flight = backend.state.enter();
         let Some(mut upstream) = connect(&snapshot, backend, ends).await else {
             continue;

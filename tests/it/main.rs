@@ -35,6 +35,7 @@ mod shutdown;
 mod streaming;
 mod tcp_mode;
 mod tls;
+mod tls_sessions;
 mod upgrade;
 mod upgrade_checks;
 mod upstream_tls;
