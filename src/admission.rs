@@ -95,7 +95,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// socket and one to a backend, after reserving descriptors for the health checks (one per backend) and for the
 /// idle backend pool (up to a quarter of them).
 pub fn derived_max_connections(files: u64, config: &Config) -> usize {
-    let backends = config.backends.len() as u64;
+    let backends = config.backends().count() as u64;
     let pool = (config.pool.max_idle_per_backend as u64)
         .saturating_mul(backends)
         .saturating_mul(config.workers as u64)
@@ -161,6 +161,8 @@ mod tests {
                     port: 8000 + id as u16,
                     addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
                     options: Default::default(),
+                    weight: 1,
+                    max_connections: None,
                 })
                 .collect(),
             &crate::config::Overrides {

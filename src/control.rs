@@ -59,10 +59,10 @@ impl std::fmt::Display for Reloaded {
 impl Control {
     /// Routes nowhere yet (no backend) with `config`'s settings; checkers stop when `shutdown` is cancelled.
     pub fn new(config: &Config, shutdown: &CancellationToken) -> Self {
-        let nothing = Config {
-            backends: Vec::new(),
-            ..config.clone()
-        };
+        let mut nothing = config.clone();
+        for cluster in &mut nothing.clusters {
+            cluster.backends.clear();
+        }
         Control {
             routing: Arc::new(Routing::new(Snapshot::build(&nothing, None))),
             checkers: Checkers::new(shutdown),
@@ -86,8 +86,8 @@ impl Control {
             .filter(|backend| current.backend(backend.identity()).is_none())
             .cloned()
             .collect();
-        health::check_once(&fresh, &config.health).await;
-        self.checkers.sync(&next, &config.health);
+        health::check_once(&fresh, &next).await;
+        self.checkers.sync(&next);
         self.routing.publish(next);
         self.generation += 1;
     }
@@ -103,7 +103,7 @@ impl Control {
             changed: Vec::new(),
             certificate_errors: Vec::new(),
         };
-        for new in &config.backends {
+        for new in config.backends() {
             match before(new.id) {
                 None => reloaded.added.push(new.id),
                 Some(old) => {
@@ -114,7 +114,7 @@ impl Control {
             }
         }
         for old in &current.backends {
-            if !config.backends.iter().any(|b| b.id == old.id) {
+            if !config.backends().any(|b| b.id == old.id) {
                 reloaded.removed.push(old.id);
             }
         }

@@ -13,6 +13,8 @@ use http::StatusCode;
 pub enum Failure {
     /// No backend is healthy (or every healthy one was tried).
     NoBackend,
+    /// No route takes the request, and there is no default pool (404).
+    NoRoute,
     /// This process is out of file descriptors, socket buffers or memory: nobody's fault but ours.
     LocalShortage,
     Refused,
@@ -62,6 +64,7 @@ impl Failure {
         !matches!(
             self,
             Failure::NoBackend
+                | Failure::NoRoute
                 | Failure::LocalShortage
                 | Failure::ClientGone
                 | Failure::ClientBody
@@ -74,6 +77,7 @@ impl Failure {
         match self {
             Failure::NoBackend | Failure::LocalShortage => StatusCode::SERVICE_UNAVAILABLE,
             Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::NoRoute => StatusCode::NOT_FOUND,
             Failure::ClientBody => StatusCode::BAD_REQUEST,
             Failure::ClientTooSlow => StatusCode::REQUEST_TIMEOUT,
             Failure::ClientGone => CLIENT_CLOSED_REQUEST,
@@ -92,6 +96,7 @@ impl Failure {
     pub fn as_str(self) -> &'static str {
         match self {
             Failure::NoBackend => "no healthy backend",
+            Failure::NoRoute => "no route",
             Failure::LocalShortage => "out of local resources",
             Failure::Refused => "connection refused",
             Failure::ConnectTimeout => "connect timed out",

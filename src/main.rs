@@ -76,7 +76,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, config: Config) -> ExitCode {
     let mut hangups = lb::signal::Hangups::catch();
     if matches!(cli.command, Some(Command::Demo)) {
-        for backend in &config.backends {
+        for backend in config.backends() {
             if let Err(error) = lb::demo::start_backend(backend.id, backend.addr).await {
                 eprintln!(
                     "error: cannot start demo backend on {}: {error}",
@@ -245,6 +245,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                         port,
                         addr: ([127, 0, 0, 1], port).into(),
                         options: Default::default(),
+                        weight: 1,
+                        max_connections: None,
                     }
                 })
                 .collect();

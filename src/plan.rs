@@ -25,8 +25,12 @@ pub fn settings(config: &Config) -> String {
     };
     let listen = config::host_port(&config.host, config.port);
     let _ = writeln!(out, "listen: {listen} ({workers}, {connections})");
-    let _ = writeln!(out, "backends ({}), round robin:", config.backends.len());
-    for backend in &config.backends {
+    let _ = writeln!(
+        out,
+        "backends ({}), round robin:",
+        config.backends().count()
+    );
+    for backend in config.backends() {
         let written = backend.authority();
         let _ = match backend.addr.to_string() == written {
             true => writeln!(out, "  {}  {written}", backend.id),

@@ -251,7 +251,7 @@ pub fn diff(target: &Target, config: &Config) -> Result<String, String> {
         })
         .unwrap_or_default();
     let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
-    for backend in &config.backends {
+    for backend in config.backends() {
         match running.iter().find(|(id, _)| *id == backend.id) {
             None => added.push(backend.id),
             Some((_, address)) if *address != backend.authority() => changed.push(backend.id),
@@ -259,7 +259,7 @@ pub fn diff(target: &Target, config: &Config) -> Result<String, String> {
         }
     }
     for (id, _) in &running {
-        if !config.backends.iter().any(|b| b.id == *id) {
+        if !config.backends().any(|b| b.id == *id) {
             removed.push(*id);
         }
     }

@@ -241,6 +241,8 @@ mod tests {
                 port,
                 addr: ([127, 0, 0, 1], port).into(),
                 options: Default::default(),
+                weight: 1,
+                max_connections: None,
             })
             .collect();
         config::from_backends(backends, &Overrides::default()).expect("a valid config")

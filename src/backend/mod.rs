@@ -10,6 +10,7 @@
 //! backends and the balancer built over them), so that neither imports the other backwards.
 
 pub mod history;
+pub mod outlier;
 mod state;
 pub mod stats;
 
@@ -37,13 +38,15 @@ pub struct Backend {
     /// For a TLS backend, how the handshake is made (built with the snapshot: see [`Backend::with_tls`]), or why it
     /// could not be set up (a file the config named changed since it was checked); every connect then fails so.
     pub tls: Option<Result<TlsClient, String>>,
-    /// Its share of the traffic relative to the others, for weighted algorithms: 1 until the config has a
-    /// `weight` key. Round robin gives every backend one turn whatever its weight.
-    #[expect(
-        dead_code,
-        reason = "read by weighted balancing, which comes with the config key"
-    )]
+    /// Its share of new requests relative to the other backends of its pool (0: none); see
+    /// [`Backend::effective_weight`] for slow start.
     pub weight: u32,
+    /// Requests in flight to it at once; beyond, it is skipped like an ineligible backend.
+    pub max_connections: Option<usize>,
+    /// The index of its pool in the snapshot's clusters.
+    pub cluster: usize,
+    /// Its pool's slow start window: after it comes up, its weight ramps from 10% to full over this.
+    pub slow_start: Option<std::time::Duration>,
     pub state: Arc<BackendState>,
 }
 
@@ -75,8 +78,20 @@ impl Backend {
             host: config.host.clone(),
             options: config.options.clone(),
             tls: None,
-            weight: 1,
+            weight: config.weight,
+            max_connections: config.max_connections,
+            cluster: 0,
+            slow_start: None,
             state: state.unwrap_or_else(|| Arc::new(BackendState::new(workers))),
+        }
+    }
+
+    /// The same backend, as a member of the `cluster`-th pool, which ramps new backends up over `slow_start`.
+    pub fn in_cluster(self, cluster: usize, slow_start: Option<std::time::Duration>) -> Self {
+        Backend {
+            cluster,
+            slow_start,
+            ..self
         }
     }
 
@@ -97,8 +112,23 @@ impl Backend {
     }
 
     /// Whether new requests may go to it: healthy, and enabled by the operator (not disabled, not draining).
+    /// (Not whether it is full: see [`Backend::is_full`].)
     pub fn is_eligible(&self) -> bool {
         self.is_healthy() && self.state.admin() == AdminState::Enabled
+    }
+
+    /// Whether it has as many requests in flight as `max_connections` allows.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.max_connections
+            .is_some_and(|max| self.state.in_flight.load(Ordering::Relaxed) >= max)
+    }
+
+    /// Its weight now: `weight`, or less while it ramps up after coming up (slow start).
+    /// STUB (issue 11, in progress): no ramp yet.
+    #[inline]
+    pub fn effective_weight(&self) -> u32 {
+        self.weight
     }
 }
 
@@ -121,6 +151,8 @@ mod tests {
             port: 8001,
             addr: ([127, 0, 0, 1], 8001).into(),
             options: Default::default(),
+            weight: 1,
+            max_connections: None,
         };
         let backend = Backend::new(&config, None, 1);
         assert!(

@@ -12,6 +12,7 @@
 //!
 //! - `round_robin`: one shared counter; every backend in turn, skipping the ineligible ones.
 
+pub mod key;
 mod round_robin;
 
 use std::sync::Arc;
@@ -19,17 +20,15 @@ use std::sync::Arc;
 pub use round_robin::RoundRobin;
 
 use crate::backend::Backend;
+use crate::config::BalanceConfig;
 
 /// What one pick chooses from.
 pub struct Candidates<'a> {
     /// The snapshot's backends, in config order: the index a balancer answers is into this list.
     pub backends: &'a [Arc<Backend>],
-    /// What the request is keyed by, for algorithms that send the same key to the same backend; `None`: no key.
-    #[expect(
-        dead_code,
-        reason = "read by hash-based algorithms (a later issue); round robin has no use for it"
-    )]
-    pub key: Option<&'a [u8]>,
+    /// The hash of what the request is keyed by ([`key_hash`]), for algorithms that send the same key to the same
+    /// backend; `None`: no key.
+    pub key: Option<u64>,
     /// Whether the backend at an index may take this request now.
     pub eligible: &'a dyn Fn(usize) -> bool,
 }
@@ -44,10 +43,21 @@ impl Candidates<'_> {
 pub trait Balance: Send + Sync + std::fmt::Debug {
     /// An eligible backend's index, or `None` when no backend passes the filter.
     fn pick(&self, candidates: &Candidates<'_>) -> Option<usize>;
+
+    /// The backend at `index` answered a response head `took` after its attempt started (latency-aware algorithms
+    /// learn from it; the others ignore it).
+    fn observe(&self, _index: usize, _took: std::time::Duration) {}
+}
+
+/// The hash of a request key, the same in every process and build (no per-process seed): FNV-1a, 64 bits.
+pub fn key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The balancer for a snapshot's backends. Only round robin exists yet; the choice of algorithm (and what it
 /// precomputes from the list: weights, a hash ring) comes with its config key.
-pub fn build(_backends: &[Arc<Backend>]) -> Box<dyn Balance> {
+pub fn build(_config: &BalanceConfig, _backends: &[Arc<Backend>]) -> Box<dyn Balance> {
     Box::new(RoundRobin::default())
 }

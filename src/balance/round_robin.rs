@@ -61,6 +61,8 @@ mod tests {
             port: 8000 + id as u16,
             addr: ([127, 0, 0, 1], 8000 + id as u16).into(),
             options: Default::default(),
+            weight: 1,
+            max_connections: None,
         };
         (0..len)
             .map(|id| Arc::new(Backend::new(&config(id), None, 1)))

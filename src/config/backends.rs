@@ -307,6 +307,8 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
             port,
             addr,
             options,
+            weight: 1,
+            max_connections: None,
         })
     }
 }

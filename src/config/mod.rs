@@ -25,6 +25,7 @@
 
 mod backends;
 pub(crate) use backends::offline;
+mod balancing;
 pub mod duration;
 pub mod file;
 mod listeners;
@@ -40,6 +41,10 @@ use std::time::Duration;
 
 use serde_path_to_error::Segment;
 
+pub use balancing::{
+    Algorithm, BalanceConfig, ClusterConfig, HashKey, HostMatch, PassiveHealth, Retries,
+    RouteConfig, CONNECT_FAILURES_TO_EXCLUDE, MAX_EJECTION, RETRY_FLOOR_PER_SECOND,
+};
 pub use file::AccessLogFormat;
 use file::{ArrayForm, FileConfig};
 pub use listeners::{CertificatePaths, Cidr, ListenerConfig, ListenerKind, Mode, TlsConfig};
@@ -58,7 +63,15 @@ pub struct Config {
     pub access_log_format: AccessLogFormat,
     /// Client connections open at once, over all workers; `None`: derived from the open-files limit at startup.
     pub max_connections: Option<usize>,
-    pub backends: Vec<BackendConfig>,
+    /// The pools of backends: the first is the default pool (the top-level `backends`, possibly none when
+    /// `[pools.NAME]` tables are given), then the named pools in the file's order.
+    pub clusters: Vec<ClusterConfig>,
+    /// `[[routes]]`: which requests go to which pool (none: every request goes to the default pool).
+    pub routes: Vec<RouteConfig>,
+    /// `[retries]`: how much retrying is allowed.
+    pub retries: Retries,
+    /// The top-level `health_check`, with the flags applied: the default pool's, and what a pool's own
+    /// `health_check` starts from.
     pub health: HealthConfig,
     pub timeouts: Timeouts,
     pub pool: PoolConfig,
@@ -98,6 +111,22 @@ pub struct BackendConfig {
     pub addr: SocketAddr,
     /// How it is reached beyond its address (protocol, TLS, PROXY header).
     pub options: BackendOptions,
+    /// Its share of new requests relative to the other backends of its pool (`weight`, 0–1000; 0: none).
+    pub weight: u32,
+    /// Requests in flight to it at once (`max_connections`); `None`: no limit.
+    pub max_connections: Option<usize>,
+}
+
+impl Config {
+    /// Every backend of every pool.
+    pub fn backends(&self) -> impl Iterator<Item = &BackendConfig> {
+        self.clusters.iter().flat_map(|c| c.backends.iter())
+    }
+
+    /// The default pool (top-level `backends`).
+    pub fn default_cluster(&self) -> &ClusterConfig {
+        &self.clusters[0]
+    }
 }
 
 impl BackendConfig {
@@ -517,7 +546,16 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
             .or(file.access_log_format)
             .unwrap_or_default(),
         max_connections: file.max_connections.map(|n| n.0 as usize),
-        backends: file.backends.0,
+        clusters: vec![ClusterConfig {
+            name: String::new(),
+            backends: file.backends.0,
+            balance: BalanceConfig::default(),
+            health: health.clone(),
+            passive_health: None,
+            slow_start: None,
+        }],
+        routes: Vec::new(),
+        retries: Retries::default(),
         health,
         timeouts,
         pool: PoolConfig {

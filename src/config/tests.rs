@@ -70,11 +70,14 @@ fn spec_array_form_loads_with_defaults() {
     assert_eq!(c.workers, default_workers());
     assert!(c.workers >= 1);
     assert!(!c.access_log);
-    let ids: Vec<u64> = c.backends.iter().map(|b| b.id).collect();
+    let ids: Vec<u64> = c.clusters[0].backends.iter().map(|b| b.id).collect();
     assert_eq!(ids, [1, 2, 3]);
-    assert_eq!(c.backends[1].host, "127.0.0.1");
-    assert_eq!(c.backends[1].port, 8002);
-    assert_eq!(c.backends[1].addr, "127.0.0.1:8002".parse().unwrap());
+    assert_eq!(c.clusters[0].backends[1].host, "127.0.0.1");
+    assert_eq!(c.clusters[0].backends[1].port, 8002);
+    assert_eq!(
+        c.clusters[0].backends[1].addr,
+        "127.0.0.1:8002".parse().unwrap()
+    );
     let h = &c.health;
     assert_eq!(
         (h.path.as_str(), h.interval, h.timeout),
@@ -98,14 +101,20 @@ fn full_toml_form_loads_every_value() {
         (c.host.as_str(), c.port, c.workers, c.access_log),
         ("0.0.0.0", 9000, 2, true)
     );
-    assert_eq!(c.backends.len(), 2);
+    assert_eq!(c.clusters[0].backends.len(), 2);
     assert_eq!(
-        (c.backends[0].id, c.backends[0].host.as_str()),
+        (
+            c.clusters[0].backends[0].id,
+            c.clusters[0].backends[0].host.as_str()
+        ),
         (7, "localhost")
     );
-    assert!(c.backends[0].addr.ip().is_loopback());
-    assert_eq!(c.backends[0].addr.port(), 8001);
-    assert_eq!(c.backends[1].addr, "127.0.0.2:8002".parse().unwrap());
+    assert!(c.clusters[0].backends[0].addr.ip().is_loopback());
+    assert_eq!(c.clusters[0].backends[0].addr.port(), 8001);
+    assert_eq!(
+        c.clusters[0].backends[1].addr,
+        "127.0.0.2:8002".parse().unwrap()
+    );
     let h = &c.health;
     assert_eq!(h.path, "/health");
     // A file timeout longer than the interval is allowed.
@@ -260,7 +269,7 @@ fn missing_file_names_the_file_and_the_os_error() {
 #[test]
 fn from_text_is_load_without_the_file() {
     let c = from_text("lb.toml", FULL_TOML, true, &Overrides::default()).unwrap();
-    assert_eq!((c.port, c.backends.len()), (9000, 2));
+    assert_eq!((c.port, c.clusters[0].backends.len()), (9000, 2));
     let e = from_text("x.json", "[]", false, &Overrides::default()).unwrap_err();
     assert_eq!(e.to_string(), "x.json:1:2: no backends");
 }
@@ -271,8 +280,11 @@ fn offline_resolves_addresses_and_localhost_only() {
         r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
     let c = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()))
         .unwrap();
-    assert_eq!(c.backends[0].addr, "127.0.0.1:1".parse().unwrap());
-    assert_eq!(c.backends[1].addr, "[::1]:1".parse().unwrap());
+    assert_eq!(
+        c.clusters[0].backends[0].addr,
+        "127.0.0.1:1".parse().unwrap()
+    );
+    assert_eq!(c.clusters[0].backends[1].addr, "[::1]:1".parse().unwrap());
     let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
     let e = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()));
     assert_eq!(
@@ -436,6 +448,8 @@ fn an_ipv6_backend_is_written_in_brackets() {
         port: 8001,
         addr: "[::1]:8001".parse().unwrap(),
         options: Default::default(),
+        weight: 1,
+        max_connections: None,
     };
     assert_eq!(backend.authority(), "[::1]:8001");
 }

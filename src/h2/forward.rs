@@ -37,12 +37,14 @@ use super::headers;
 use super::logged::Logged;
 use super::tunnel;
 use crate::access_log::{self, Line};
+use crate::backend::outlier::Observed;
 use crate::backend::stats::StatusClass;
 use crate::backend::BackendState;
+use crate::balance::key::request_hash;
 use crate::failure::{Failure, CLIENT_CLOSED_REQUEST};
 use crate::log_limit::{self, Subject};
 use crate::proxy::{is_idempotent, ProxyError, Record, Tried};
-use crate::upstream::{Backend, ConnectError, Snapshot};
+use crate::upstream::{Backend, Cluster, ConnectError, Snapshot};
 use crate::worker::{Open, Worker};
 
 /// One client connection on the generic path, shared by its requests.
@@ -195,10 +197,30 @@ async fn exchange(
         );
         Request::from_parts(parts, body)
     };
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .map(|h| h.as_bytes())
+        });
+    let path = request.uri().path().as_bytes();
+    let cluster = snapshot.route(host, path);
+    let key = cluster.and_then(|cluster| {
+        let key = cluster.hash_key.as_ref()?;
+        let headers = request.headers();
+        let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
+        Some(request_hash(key, conn.peer.ip(), path, header))
+    });
     let attempt = {
         let attempts = attempts(
             &conn,
             &snapshot,
+            cluster,
+            key,
             request,
             upgrade.is_some(),
             started,
@@ -240,7 +262,9 @@ async fn exchange(
                 index,
                 sender,
             } = answer;
-            let backend = &snapshot.backends[index];
+            let Some(backend) = cluster.map(|cluster| &cluster.backends[index]) else {
+                unreachable!("an answer comes from a backend of the request's pool")
+            };
             let status = response.status();
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 let upgraded = hyper::upgrade::on(&mut response);
@@ -340,9 +364,12 @@ fn answered(worker: &Worker, backend: &Backend, status: StatusCode, record: &Rec
 
 /// Sends the request to one backend after another, as the retry rule allows, until one answers (its head).
 /// `guard` holds the in-flight count of the backend of the current attempt (and of the answer, once there is one).
+#[allow(clippy::too_many_arguments)] // the request and where it goes, as `exchange` worked them out
 async fn attempts<'s>(
     conn: &Conn,
     snapshot: &'s Snapshot,
+    cluster: Option<&'s Cluster>,
+    key: Option<u64>,
     request: Request<Paced>,
     upgrade: bool,
     started: Instant,
@@ -353,8 +380,11 @@ async fn attempts<'s>(
     let replayable = is_idempotent(request.method()) && request.body().is_end_stream();
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
-    let backends = &snapshot.backends;
-    let mut tried = Tried::default();
+    let Some(cluster) = cluster else {
+        return Err(ProxyError::new(Failure::NoRoute, None, ""));
+    };
+    let backends = &cluster.backends;
+    let mut tried = Tried::new(snapshot, cluster, key, worker.index());
     let mut last_failure: Option<ProxyError> = None;
     let mut again_on_new: Option<usize> = None;
     let mut reached = 0;
@@ -362,7 +392,7 @@ async fn attempts<'s>(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let Some(index) = tried.pick_next(snapshot) else {
+                let Some(index) = tried.pick_next() else {
                     return Err(last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, "")));
                 };
@@ -388,6 +418,7 @@ async fn attempts<'s>(
                     return Err(ProxyError::new(failure, None, error.to_string()));
                 }
                 unreachable_backend(backend, &backend.state, &error);
+                cluster.observe(index, Observed::ConnectFailed);
                 last_failure = Some(ProxyError::new(
                     failure,
                     Some(backend.id),
@@ -413,7 +444,10 @@ async fn attempts<'s>(
         let timeout = snapshot.timeouts.backend_response;
         match send(worker, sender, up, timeout).await {
             Ok((response, sender)) => {
-                record.upstream = Some(started.elapsed());
+                let took = started.elapsed();
+                record.upstream = Some(took);
+                let status = response.status().as_u16();
+                cluster.observe(index, Observed::Answered { status, took });
                 return Ok(Answered {
                     response,
                     index,
@@ -439,6 +473,9 @@ async fn attempts<'s>(
             Err(Sent::Failed(error)) => {
                 let error =
                     ProxyError::new(failure_of(&error), Some(backend.id), error.to_string());
+                if error.failure.blames_backend() {
+                    cluster.observe(index, Observed::Failed);
+                }
                 reached += 1;
                 if !replayable || reached >= 2 {
                     return Err(error);
@@ -459,11 +496,12 @@ async fn attempts<'s>(
                 }
             }
             Err(Sent::TimedOut) => {
+                cluster.observe(index, Observed::Failed);
                 return Err(ProxyError::new(
                     Failure::ResponseTimeout,
                     Some(backend.id),
                     format!("no response head within {timeout:?}"),
-                ))
+                ));
             }
         }
     }

@@ -319,6 +319,8 @@ mod tests {
             port: 8001,
             addr: ([127, 0, 0, 1], 8001).into(),
             options: Default::default(),
+            weight: 1,
+            max_connections: None,
         };
         config.options.protocol = protocol;
         Backend::new(&config, None, 1)

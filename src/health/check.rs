@@ -29,7 +29,7 @@ use crate::failure::{describe_io_static, is_local_shortage};
 use crate::log_limit::{self, Subject};
 use crate::proxy_protocol;
 use crate::upstream::connector::{self, Upstream};
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, Snapshot};
 
 /// How soon a check that could not be made for a local reason is tried again.
 const LOCAL_RETRY: Duration = Duration::from_millis(100);
@@ -94,10 +94,11 @@ impl Made {
     }
 }
 
-/// Checks every backend once, concurrently, and sets each one's health from the result.
-pub async fn check_once(backends: &[Arc<Backend>], config: &HealthConfig) {
+/// Checks every backend once (each as its pool in `snapshot` says), concurrently, and sets each one's health from
+/// the result.
+pub async fn check_once(backends: &[Arc<Backend>], snapshot: &Snapshot) {
     let checks = backends.iter().map(|backend| async move {
-        let made = check(backend, config).await;
+        let made = check(backend, snapshot.health_of(backend)).await;
         let healthy = match &made.verdict {
             Verdict::Pass(_) => true,
             Verdict::Fail { error, .. } => {

@@ -72,22 +72,22 @@ impl Checkers {
         }
     }
 
-    /// Makes exactly one checker run for each backend of `snapshot`, checking as `config` says. Must be called
+    /// Makes exactly one checker run for each backend of `snapshot`, checking as its pool says. Must be called
     /// inside a tokio runtime, which runs the checkers.
-    pub fn sync(&mut self, snapshot: &Snapshot, config: &HealthConfig) {
+    pub fn sync(&mut self, snapshot: &Snapshot) {
         self.running.retain(|identity, checker| {
             let keep = snapshot
                 .backend(*identity)
-                .is_some_and(|backend| checker.checks_as(backend, config));
+                .is_some_and(|backend| checker.checks_as(backend, snapshot.health_of(backend)));
             if !keep {
                 checker.stop.cancel();
             }
             keep
         });
         for backend in &snapshot.backends {
-            self.running
-                .entry(backend.identity())
-                .or_insert_with(|| Checker::start(backend, config, &self.shutdown));
+            self.running.entry(backend.identity()).or_insert_with(|| {
+                Checker::start(backend, snapshot.health_of(backend), &self.shutdown)
+            });
         }
     }
 
@@ -168,6 +168,8 @@ mod tests {
                 port: self.addr.port(),
                 addr: self.addr,
                 options: Default::default(),
+                weight: 1,
+                max_connections: None,
             }
         }
     }
@@ -204,7 +206,7 @@ mod tests {
 
         let first = config(vec![one.config(1), two.config(2)], second);
         let before = Snapshot::build(&first, None);
-        checkers.sync(&before, &first.health);
+        checkers.sync(&before);
         assert_eq!(watching(&checkers), [1, 2]);
         tokio::time::sleep(3 * second + second / 2).await;
         assert_eq!((one.checks(), two.checks(), three.checks()), (3, 3, 0));
@@ -213,7 +215,7 @@ mod tests {
         // Backend 1 goes, 3 comes, 2 stays.
         let next = config(vec![two.config(2), three.config(3)], second);
         let after = Snapshot::build(&next, Some(&before));
-        checkers.sync(&after, &next.health);
+        checkers.sync(&after);
         assert_eq!(watching(&checkers), [2, 3]);
         assert_eq!(task_of(&checkers, 2), kept_task, "backend 2's checker kept");
         // (Sleeps end between ticks: at 6.25 s, backend 2 was checked at 4, 5 and 6 s, backend 3 at 4.5 and 5.5 s.)
@@ -223,7 +225,7 @@ mod tests {
 
         // The same backends with other check settings: each checker restarts with them.
         let slower = config(vec![two.config(2), three.config(3)], 2 * second);
-        checkers.sync(&Snapshot::build(&slower, Some(&after)), &slower.health);
+        checkers.sync(&Snapshot::build(&slower, Some(&after)));
         assert_ne!(task_of(&checkers, 2), kept_task);
         tokio::time::sleep(4 * second + second / 2).await;
         assert_eq!((two.checks(), three.checks()), (8, 4));
@@ -239,7 +241,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut checkers = Checkers::new(&shutdown);
         let config = config(vec![backend.config(1)], Duration::from_secs(1));
-        checkers.sync(&Snapshot::build(&config, None), &config.health);
+        checkers.sync(&Snapshot::build(&config, None));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(backend.checks(), 1);
 

@@ -14,6 +14,7 @@
 //! answers 502/503/504, lingers, or resets. Failures are logged here only where they lead to a retry (at most one
 //! line a second per backend and kind, `crate::log_limit`); the connection logs the request's end.
 
+pub mod budget;
 mod informational;
 mod metered;
 mod outcome;

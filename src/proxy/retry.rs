@@ -24,7 +24,9 @@ use tokio::time::Instant;
 
 use super::outcome::{Outcome, ProxyError, Record};
 use super::relay::{relay, Attempt, Leg};
+use crate::backend::outlier::Observed;
 use crate::backend::stats::StatusClass;
+use crate::balance::key::request_hash;
 use crate::balance::Candidates;
 use crate::failure::Failure;
 use crate::h1::client::Client;
@@ -32,7 +34,7 @@ use crate::h1::request::RequestHead;
 use crate::h1::transport::Transport;
 use crate::h1::{write, BodyLength};
 use crate::log_limit::{self, Subject};
-use crate::upstream::{Backend, Reuse, Snapshot};
+use crate::upstream::{Backend, Cluster, Reuse, Snapshot};
 use crate::worker::Worker;
 
 /// The request on its way: its head, as parsed and as read, and when it was read.
@@ -57,8 +59,23 @@ pub async fn attempts<T: Transport>(
         true => Reuse::Any,
         false => Reuse::Safe,
     };
-    let backends = &snapshot.backends;
-    let mut tried = Tried::default();
+    let path = &raw[head.target.clone()];
+    let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+    let host = head.host.clone().map(|host| &raw[host]);
+    let Some(cluster) = snapshot.route(host, path) else {
+        return Outcome::Failed(ProxyError::new(Failure::NoRoute, None, ""));
+    };
+    let key = cluster.hash_key.as_ref().map(|key| {
+        let header = |name: &str| {
+            head.headers
+                .iter()
+                .find(|h| raw[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+                .map(|h| &raw[h.value.clone()])
+        };
+        request_hash(key, client.peer.ip(), path, header)
+    });
+    let backends = &cluster.backends;
+    let mut tried = Tried::new(snapshot, cluster, key, worker.index());
     let mut last_failure: Option<ProxyError> = None;
     // Set when a kept-alive connection failed before any answer: the same backend, on a new connection.
     let mut again_on_new: Option<usize> = None;
@@ -68,7 +85,7 @@ pub async fn attempts<T: Transport>(
         let (index, new_connection) = match again_on_new.take() {
             Some(index) => (index, true),
             None => {
-                let Some(index) = tried.pick_next(snapshot) else {
+                let Some(index) = tried.pick_next() else {
                     let error = last_failure
                         .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
                     return Outcome::Failed(error);
@@ -112,6 +129,7 @@ pub async fn attempts<T: Transport>(
                     .state
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
+                cluster.observe(index, Observed::ConnectFailed);
                 let key = log_limit::Key {
                     subject: Subject::Backend(backend.id),
                     what: "requests retried elsewhere",
@@ -153,6 +171,10 @@ pub async fn attempts<T: Transport>(
                 request_read,
             } => {
                 answered(worker, backend, StatusClass::of(status.as_u16()), record);
+                if let Some(took) = record.upstream {
+                    let status = status.as_u16();
+                    cluster.observe(index, Observed::Answered { status, took });
+                }
                 return Outcome::Delivered {
                     status,
                     backend: backend.id,
@@ -161,6 +183,7 @@ pub async fn attempts<T: Transport>(
                 };
             }
             Attempt::Retry(mut error) => {
+                cluster.observe(index, Observed::Failed);
                 reached += 1;
                 if reached >= 2 {
                     error.detail = format!("{}; sent twice, not resent again", error.detail).into();
@@ -181,7 +204,12 @@ pub async fn attempts<T: Transport>(
                     last_failure = Some(error);
                 }
             }
-            Attempt::Fail(error) => return Outcome::Failed(error),
+            Attempt::Fail(error) => {
+                if error.failure.blames_backend() {
+                    cluster.observe(index, Observed::Failed);
+                }
+                return Outcome::Failed(error);
+            }
             Attempt::Broken(error) => return Outcome::Broken(error),
             Attempt::Tunneled { failed } => {
                 answered(worker, backend, StatusClass::of(101), record);
@@ -203,20 +231,40 @@ fn answered(worker: &Worker, backend: &Backend, class: StatusClass, record: &Rec
     }
 }
 
-/// The backends one request already tried: the first inline (no allocation per request), the others (retries)
-/// in a list.
-#[derive(Default)]
-pub struct Tried {
+/// The backends one request already tried (the first inline, no allocation per request; the others, retries, in a
+/// list), and what it picks from: its pool, its key, and the limits on retrying.
+pub struct Tried<'s> {
+    snapshot: &'s Snapshot,
+    cluster: &'s Cluster,
+    key: Option<u64>,
+    worker: usize,
     first: Option<usize>,
     more: Vec<usize>,
 }
 
-impl Tried {
+impl<'s> Tried<'s> {
+    /// Nothing tried yet of `cluster` (of `snapshot`) by a request keyed by `key`, served by worker `worker`.
+    pub fn new(
+        snapshot: &'s Snapshot,
+        cluster: &'s Cluster,
+        key: Option<u64>,
+        worker: usize,
+    ) -> Self {
+        Tried {
+            snapshot,
+            cluster,
+            key,
+            worker,
+            first: None,
+            more: Vec::new(),
+        }
+    }
+
     pub fn contains(&self, index: usize) -> bool {
         self.first == Some(index) || self.more.contains(&index)
     }
 
-    pub fn push(&mut self, index: usize) {
+    fn push(&mut self, index: usize) {
         if self.first.is_none() {
             self.first = Some(index);
         } else {
@@ -229,18 +277,69 @@ impl Tried {
         usize::from(self.first.is_some()) + self.more.len()
     }
 
-    /// The next backend to try, by the snapshot's balancer: an eligible one not tried yet, now counted as tried.
-    /// `None` when there is none left. (The fast path, the generic path and TCP mode all choose this way.)
+    /// The next backend to try (an index into the pool's backends), by the pool's balancer: an eligible one, not
+    /// full, not tried yet, now counted as tried. `None` when there is none left, when the request made
+    /// `max_attempts` attempts, or when a retry does not fit in the retry budget. (The fast path, the generic path
+    /// and TCP mode all choose this way.)
     #[inline]
-    pub fn pick_next(&mut self, snapshot: &Snapshot) -> Option<usize> {
-        let backends = &snapshot.backends;
-        let eligible = |i: usize| backends[i].is_eligible() && !self.contains(i);
+    pub fn pick_next(&mut self) -> Option<usize> {
+        let (snapshot, cluster) = (self.snapshot, self.cluster);
+        let attempts = self.len();
+        if attempts > 0 {
+            let retries = &snapshot.retries;
+            if attempts >= retries.max_attempts as usize {
+                tracing::debug!(attempts, "max_attempts reached: not retried");
+                return None;
+            }
+            if !snapshot.budget.try_retry(retries.budget_percent) {
+                let key = log_limit::Key {
+                    subject: Subject::Backends,
+                    what: "retries not made",
+                    reason: "retry budget spent",
+                };
+                if log_limit::first(key) {
+                    tracing::warn!(
+                        "retry budget spent ({}% of recent requests): the error is answered instead of a retry",
+                        retries.budget_percent
+                    );
+                }
+                return None;
+            }
+        } else {
+            snapshot.budget.request(self.worker);
+        }
+        let backends = &cluster.backends;
+        let full = std::cell::Cell::new(false);
+        let eligible = |i: usize| {
+            let backend = &backends[i];
+            let ok = backend.is_eligible() && !self.contains(i);
+            if ok && backend.is_full() {
+                full.set(true);
+                return false;
+            }
+            ok
+        };
         let candidates = Candidates {
             backends,
-            key: None,
+            key: self.key,
             eligible: &eligible,
         };
-        let index = snapshot.balancer.pick(&candidates)?;
+        let Some(index) = cluster.balancer.pick(&candidates) else {
+            if full.get() {
+                let key = log_limit::Key {
+                    subject: Subject::Backends,
+                    what: "requests refused",
+                    reason: "every backend at max_connections",
+                };
+                if log_limit::first(key) {
+                    tracing::warn!(
+                        "every available backend of {} is at its max_connections: answering 503",
+                        cluster.describe()
+                    );
+                }
+            }
+            return None;
+        };
         self.push(index);
         Some(index)
     }

@@ -32,6 +32,7 @@ pub use relay::FirstBytes;
 
 use relay::Relayed;
 
+use crate::backend::outlier::Observed;
 use crate::failure::Failure;
 use crate::log_limit::{self, Subject};
 use crate::proxy::Tried;
@@ -74,17 +75,19 @@ where
     let snapshot = worker.routing().load_full();
     let _exchange = worker.exchange();
     let _tunnel = worker.tunnel();
-    let mut tried = Tried::default();
+    let cluster = snapshot.default_cluster();
+    let mut tried = Tried::new(&snapshot, cluster, None, worker.index());
     loop {
-        let Some(index) = tried.pick_next(&snapshot) else {
+        let Some(index) = tried.pick_next() else {
             return no_backend(ends.peer, tried.len());
         };
         if tried.len() > 1 {
             worker.count_retry();
         }
-        let backend = &snapshot.backends[index];
+        let backend = &cluster.backends[index];
         let _in_flight = backend.state.enter();
         let Some(mut upstream) = connect(&snapshot, backend, ends).await else {
+            cluster.observe(index, Observed::ConnectFailed);
             continue;
         };
         backend.state.stats.opened(worker.index());

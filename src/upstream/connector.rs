@@ -247,6 +247,8 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            weight: 1,
+            max_connections: None,
         };
         let tls = Configs::default().for_backend(&config);
         Backend::new(&config, None, 1).with_tls(tls)

@@ -19,15 +19,23 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::cluster::Cluster;
+use super::routes::{Routes, DEFAULT_CLUSTER};
 use super::tls_client;
 use crate::backend::{Backend, Identity};
-use crate::balance::{self, Balance};
-use crate::config::{AccessLogFormat, Config, PoolConfig, Timeouts};
+use crate::config::{AccessLogFormat, Config, HealthConfig, PoolConfig, Retries, Timeouts};
+use crate::proxy::budget::RetryBudget;
 
 #[derive(Debug)]
 pub struct Snapshot {
+    /// Every backend of every pool, pools in config order (what the admin plane, metrics and checks go over).
     pub backends: Vec<Arc<Backend>>,
-    pub balancer: Box<dyn Balance>,
+    /// The pools: the default one first (maybe without backends), then the named ones.
+    pub clusters: Vec<Cluster>,
+    pub routes: Routes,
+    pub retries: Retries,
+    /// Recent requests and retries, carried over from snapshot to snapshot.
+    pub budget: Arc<RetryBudget>,
     /// Whether every backend is reached as HTTP/1.1 in clear text without a PROXY header: then HTTP/1.1 clients
     /// are served by the fast path (`h1`, `proxy`); otherwise by the generic one (hyper's client, any protocol).
     #[allow(dead_code)] // read by the connection (issue 10, in progress)
@@ -47,30 +55,66 @@ impl Snapshot {
     pub fn build(config: &Config, previous: Option<&Snapshot>) -> Self {
         // TLS client setups are built here, once per snapshot, and shared by backends with the same settings.
         let mut tls = tls_client::Configs::default();
-        let backends: Vec<Arc<Backend>> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let identity = Identity {
-                    id: b.id,
-                    addr: b.addr,
-                };
-                let known = previous.and_then(|previous| previous.backend(identity));
-                let backend =
-                    Backend::new(b, known.map(|known| known.state.clone()), config.workers);
-                Arc::new(backend.with_tls(tls.for_backend(b)))
-            })
-            .collect();
+        let mut backends: Vec<Arc<Backend>> = Vec::new();
+        let mut clusters = Vec::with_capacity(config.clusters.len());
+        for (index, cluster) in config.clusters.iter().enumerate() {
+            let members: Vec<Arc<Backend>> = cluster
+                .backends
+                .iter()
+                .map(|b| {
+                    let identity = Identity {
+                        id: b.id,
+                        addr: b.addr,
+                    };
+                    let known = previous.and_then(|previous| previous.backend(identity));
+                    let backend =
+                        Backend::new(b, known.map(|known| known.state.clone()), config.workers)
+                            .in_cluster(index, cluster.slow_start);
+                    Arc::new(backend.with_tls(tls.for_backend(b)))
+                })
+                .collect();
+            backends.extend(members.iter().cloned());
+            clusters.push(Cluster::new(cluster, members));
+        }
         Snapshot {
             plain: backends.iter().all(|b| b.options.is_plain()),
-            balancer: balance::build(&backends),
             backends,
+            clusters,
+            routes: Routes::new(&config.routes),
+            retries: config.retries.clone(),
+            budget: previous.map_or_else(
+                || Arc::new(RetryBudget::new(config.workers)),
+                |p| p.budget.clone(),
+            ),
             timeouts: config.timeouts.clone(),
             pool: config.pool.clone(),
             access_log: config.access_log.then_some(config.access_log_format),
             generation: 0, // the control plane numbers what it publishes
             loaded_at: SystemTime::now(),
         }
+    }
+
+    /// The cluster a request to `host` and `path` goes to: by the routes, else the default pool; `None` when no route
+    /// takes it and there is no default pool (404).
+    #[inline]
+    pub fn route(&self, host: Option<&[u8]>, path: &[u8]) -> Option<&Cluster> {
+        if self.routes.is_empty() {
+            return Some(&self.clusters[DEFAULT_CLUSTER]);
+        }
+        match self.routes.find(host, path) {
+            Some(index) => Some(&self.clusters[index]),
+            None => Some(&self.clusters[DEFAULT_CLUSTER]).filter(|c| !c.backends.is_empty()),
+        }
+    }
+
+    /// The default pool (top-level `backends`): where TCP mode and requests no route takes go.
+    pub fn default_cluster(&self) -> &Cluster {
+        &self.clusters[DEFAULT_CLUSTER]
+    }
+
+    /// How `backend` is health checked: as its pool says.
+    pub fn health_of(&self, backend: &Backend) -> &HealthConfig {
+        &self.clusters[backend.cluster].health
     }
 
     /// The backend with this identity, if this snapshot routes to it.
@@ -123,6 +167,8 @@ mod tests {
             port,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             options: Default::default(),
+            weight: 1,
+            max_connections: None,
         }
     }
 

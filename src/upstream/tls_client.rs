@@ -158,6 +158,8 @@ mod tests {
             port: 443,
             addr: ([127, 0, 0, 1], 443).into(),
             options,
+            weight: 1,
+            max_connections: None,
         }
     }
 
