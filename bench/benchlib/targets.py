@@ -266,11 +266,12 @@ class Lb(Target):
         self.binary = binary
 
     def write_config(self) -> Path:
-        """The spec's JSON list of the three backends (the reload scenario writes the full form: reload.py)."""
+        """The spec's JSON list of the three backends (the reload scenario writes the full form: reload.py); with
+        BENCH_LB_BALANCE (issue 11), the full form with that `balance` algorithm."""
         cfg = self.tmp / "lb.json"
-        write_atomic(cfg, json.dumps(
-            [{"id": i, "host": "127.0.0.1", "port": port} for i, port in enumerate(self.backends.ports, 1)]
-        ))
+        backends = [{"id": i, "host": "127.0.0.1", "port": port} for i, port in enumerate(self.backends.ports, 1)]
+        balance = os.environ.get("BENCH_LB_BALANCE")
+        write_atomic(cfg, json.dumps({"balance": balance, "backends": backends} if balance else backends))
         return cfg
 
     def start(self) -> None:

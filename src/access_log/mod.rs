@@ -67,6 +67,10 @@ pub fn failure(request: &Request<'_>, error: &ProxyError) {
     let failure = error.failure;
     let status = failure.status().as_u16();
     let (client, method, target) = (request.peer, &request.head.method, request.target());
+    if failure == Failure::NoRoute {
+        tracing::debug!(%client, %method, target, status, "no route takes the request and there is no default pool");
+        return;
+    }
     if !failure.blames_backend()
         && failure != Failure::NoBackend
         && failure != Failure::LocalShortage
