@@ -2,7 +2,8 @@
 //! checked as it is read.
 //!
 //! Two forms. The spec's short form is a JSON array of backends ([`ArrayForm`]); the full form is an object (JSON) or
-//! a table (TOML): [`FileConfig`], with `backends` plus optional listener, health check and timeout settings.
+//! a table (TOML): [`FileConfig`], with `backends` plus optional listener, health check, timeout and balancing
+//! settings, and named pools with the routes to them.
 //!
 //! Values are validated *while* they are deserialized (ports, counts, statuses, paths, durations, duplicate ids and
 //! addresses, host resolution) rather than in a pass afterwards: an error raised inside deserialization is stamped by

@@ -13,12 +13,16 @@
 //!
 //! The pieces: `file.rs` says what a file may contain and checks each value *while* it is read (ranges, duplicate
 //! ids and addresses, backend host resolution), because only then can the parser stamp the value's position;
-//! `duration.rs` parses durations for the file and the flags alike; `sniff.rs` tells a file refused for being in
-//! another format than its extension says (a TOML body in `lb.json`); this module reads the file, picks the format
-//! (`.toml` is TOML, anything else JSON) and the form, renders errors as one line, and merges the sources: a flag wins
-//! over the file, the file over the defaults. The health timeout defaults to `min(interval, 2s)` computed *after*
-//! `--interval` is applied, so a short interval from the command line never inherits a longer default timeout; a
-//! timeout written in the file is kept even when it exceeds the interval.
+//! `backends.rs` reads a backend list, `balance_file.rs` the balancing keys, `pools.rs` the `[pools.NAME]` tables
+//! and `[[routes]]` (and checks what needs the whole file: a route to an unknown pool, an id used in two pools, with
+//! the key path but no position, which no longer exists once the file is read); `duration.rs` parses durations for
+//! the file and the flags alike; `sniff.rs` tells a file refused for being in another format than its extension says
+//! (a TOML body in `lb.json`); `parse.rs` reads the text as TOML or JSON and renders the parser's errors as one line;
+//! this module picks the format (`.toml` is TOML, anything else JSON) and merges the sources: a flag wins over the
+//! file, the file over the defaults, and a pool's keys over the top level's. The health timeout defaults to
+//! `min(interval, 2s)` computed *after* `--interval` is applied, so a short interval from the command line never
+//! inherits a longer default timeout; a timeout written in the file is kept even when it exceeds the interval.
+//! `--interval` sets the top level's interval; a pool that writes its own keeps it.
 //!
 //! Backend hosts are resolved once, at load, to their first address: a typo fails at startup, and the proxy never
 //! waits on DNS. The listen host is kept as written; the server resolves and binds it.
