@@ -5,7 +5,10 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use lb::config::{self, Config};
+use lb::config::{
+    self, Algorithm, BalanceConfig, ClusterConfig, Config, HashKey, HealthConfig, HealthKind,
+    HostMatch, RouteConfig,
+};
 
 /// The plan of `config` (read from `file`), one fact a line.
 pub fn describe(file: &Path, config: &Config) -> String {
@@ -25,37 +28,21 @@ pub fn settings(config: &Config) -> String {
     };
     let listen = config::host_port(&config.host, config.port);
     let _ = writeln!(out, "listen: {listen} ({workers}, {connections})");
-    let _ = writeln!(
-        out,
-        "backends ({}), round robin:",
-        config.backends().count()
-    );
-    for backend in config.backends() {
-        let written = backend.authority();
-        let _ = match backend.addr.to_string() == written {
-            true => writeln!(out, "  {}  {written}", backend.id),
-            false => writeln!(out, "  {}  {written} ({})", backend.id, backend.addr),
-        };
+    for (index, cluster) in config.clusters.iter().enumerate() {
+        describe_cluster(&mut out, config, index, cluster);
     }
-    let health = &config.health;
-    let statuses: Vec<String> = health
-        .statuses
-        .iter()
-        .map(|r| match r.start() == r.end() {
-            true => r.start().to_string(),
-            false => format!("{}-{}", r.start(), r.end()),
-        })
-        .collect();
+    for route in &config.routes {
+        let _ = writeln!(out, "{}", describe_route(config, route));
+    }
+    let retries = &config.retries;
     let _ = writeln!(
         out,
-        "health: GET {} every {}, timeout {}, down after {} failures, up after {} passes, pass: {}",
-        health.path,
-        human(health.interval),
-        human(health.timeout),
-        health.fall,
-        health.rise,
-        statuses.join(", ")
+        "retries: at most {} attempts per request, budget {}% of recent requests (at least {}/s)",
+        retries.max_attempts,
+        retries.budget_percent,
+        config::RETRY_FLOOR_PER_SECOND
     );
+    let _ = writeln!(out, "health: {}", describe_health(&config.health));
     let t = &config.timeouts;
     let _ = writeln!(
         out,
@@ -75,6 +62,123 @@ pub fn settings(config: &Config) -> String {
         human(config.pool.idle_timeout)
     );
     out
+}
+
+/// A pool's lines: a head with its balancing, its backends one a line, and its health check when it is not the
+/// top level's. The default pool keeps the head `backends (N), round robin:` it had before pools existed.
+fn describe_cluster(out: &mut String, config: &Config, index: usize, cluster: &ClusterConfig) {
+    let mut head = match cluster.name.as_str() {
+        "" if cluster.backends.is_empty() => {
+            let _ = writeln!(out, "backends: none (a request no route takes gets 404)");
+            return;
+        }
+        "" => format!("backends ({})", cluster.backends.len()),
+        name => format!("pool {name} ({})", cluster.backends.len()),
+    };
+    head.push_str(&format!(", {}", describe_balance(&cluster.balance)));
+    if let Some(passive) = &cluster.passive_health {
+        head.push_str(&format!(
+            ", passive health: out after {} failures in a row for {} (longer each time), at most {}% of the pool",
+            passive.consecutive_failures,
+            human(passive.base_ejection),
+            passive.max_ejected_percent
+        ));
+    }
+    if let Some(window) = cluster.slow_start {
+        head.push_str(&format!(", slow start {}", human(window)));
+    }
+    if index > 0 && !config.routes.iter().any(|r| r.cluster == index) {
+        head.push_str(", no route leads here");
+    }
+    let _ = writeln!(out, "{head}:");
+    for backend in &cluster.backends {
+        let written = backend.authority();
+        let mut line = match backend.addr.to_string() == written {
+            true => format!("  {}  {written}", backend.id),
+            false => format!("  {}  {written} ({})", backend.id, backend.addr),
+        };
+        let mut extras = Vec::new();
+        if backend.weight != 1 {
+            extras.push(format!("weight {}", backend.weight));
+        }
+        if let Some(max) = backend.max_connections {
+            extras.push(format!("max_connections {max}"));
+        }
+        if backend.resolve == config::Resolve::All {
+            extras.push("every address of its name".to_owned());
+        }
+        if !extras.is_empty() {
+            line.push_str(&format!("  {}", extras.join(", ")));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if cluster.health != config.health {
+        let _ = writeln!(out, "  health: {}", describe_health(&cluster.health));
+    }
+}
+
+/// `round robin`, `consistent hash of header x-user, load bound 1.25`...
+fn describe_balance(balance: &BalanceConfig) -> String {
+    let key = match &balance.hash_key {
+        HashKey::ClientIp => "the client's IP".to_owned(),
+        HashKey::Header(name) => format!("header {name}"),
+        HashKey::Cookie(name) => format!("cookie {name}"),
+        HashKey::Path => "the path".to_owned(),
+    };
+    match balance.algorithm {
+        Algorithm::RoundRobin => "round robin".to_owned(),
+        Algorithm::LeastRequest => "least request".to_owned(),
+        Algorithm::PeakEwma => "peak EWMA".to_owned(),
+        Algorithm::Random => "random".to_owned(),
+        Algorithm::ConsistentHash => match balance.hash_bound {
+            Some(bound) => format!("consistent hash of {key}, load bound {bound}"),
+            None => format!("consistent hash of {key}"),
+        },
+    }
+}
+
+/// `route: host *.example.com, path /static/ → pool static`.
+fn describe_route(config: &Config, route: &RouteConfig) -> String {
+    let mut parts = Vec::new();
+    match &route.host {
+        Some(HostMatch::Exact(name)) => parts.push(format!("host {name}")),
+        Some(HostMatch::Suffix(suffix)) => parts.push(format!("host *{suffix}")),
+        None => {}
+    }
+    if let Some(prefix) = &route.path_prefix {
+        parts.push(format!("path {prefix}"));
+    }
+    let to = match config.clusters[route.cluster].name.as_str() {
+        "" => "the top-level backends".to_owned(),
+        name => format!("pool {name}"),
+    };
+    format!("route: {} → {to}", parts.join(", "))
+}
+
+fn describe_health(health: &HealthConfig) -> String {
+    let statuses: Vec<String> = health
+        .statuses
+        .iter()
+        .map(|r| match r.start() == r.end() {
+            true => r.start().to_string(),
+            false => format!("{}-{}", r.start(), r.end()),
+        })
+        .collect();
+    let check = match health.kind {
+        HealthKind::Http => format!("GET {}", health.path),
+        HealthKind::Tcp => "connect".to_owned(),
+    };
+    let passes = match health.kind {
+        HealthKind::Http => format!(", pass: {}", statuses.join(", ")),
+        HealthKind::Tcp => String::new(),
+    };
+    format!(
+        "{check} every {}, timeout {}, down after {} failures, up after {} passes{passes}",
+        human(health.interval),
+        human(health.timeout),
+        health.fall,
+        health.rise,
+    )
 }
 
 /// `500ms`, `2s`, `1m30s`, `1h`: the form durations are written in.

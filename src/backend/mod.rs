@@ -153,6 +153,7 @@ mod tests {
             options: Default::default(),
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         };
         let backend = Backend::new(&config, None, 1);
         assert!(

@@ -1,8 +1,9 @@
 //! The backend list as a file writes it: each entry read by a hand-written visitor that sees the entries before it
 //! (duplicate ids and addresses are refused where they are written), its host resolved as it is read, and the
 //! optional per-backend settings (how the backend is reached: `protocol`, `tls` with `ca`, `sni`, `client_cert` and
-//! `client_key`, `send_proxy`). The PEM files a backend names are read as they are written (`pem`), so a bad one is
-//! refused with the place that names it, and a client key must match its certificate.
+//! `client_key`, `send_proxy`; how it is balanced: `weight`, `max_connections`; how its name resolves: `resolve`).
+//! The PEM files a backend names are read as they are written (`pem`), so a bad one is refused with the place that
+//! names it, and a client key must match its certificate.
 
 use std::cell::Cell;
 use std::fmt;
@@ -11,27 +12,50 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::file::{ArrayForm, Backends, Port};
+use super::file::{ArrayForm, AtLeastOne, Backends, Port, Weight};
 use super::paths::{FilePath, ServerName};
 use super::transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
 use super::{host_port, pem, BackendConfig};
 impl<'de> Deserialize<'de> for Backends {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let visitor = BackendsVisitor { prefix: "backends" };
+        let visitor = BackendsVisitor {
+            prefix: "backends".to_owned(),
+            if_empty: "no backends".to_owned(),
+        };
         deserializer.deserialize_seq(visitor).map(Backends)
     }
 }
 
 impl<'de> Deserialize<'de> for ArrayForm {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let visitor = BackendsVisitor { prefix: "" };
+        let visitor = BackendsVisitor {
+            prefix: String::new(),
+            if_empty: "no backends".to_owned(),
+        };
         deserializer.deserialize_seq(visitor).map(ArrayForm)
+    }
+}
+
+/// The backend list of `[pools.NAME]`: read with [`DeserializeSeed`] so that its messages name the pool.
+pub(super) struct PoolBackends<'a>(pub &'a str);
+
+impl<'de> DeserializeSeed<'de> for PoolBackends<'_> {
+    type Value = Vec<BackendConfig>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let visitor = BackendsVisitor {
+            prefix: format!("pools.{}.backends", self.0),
+            if_empty: format!("pool {} has no backends", self.0),
+        };
+        deserializer.deserialize_seq(visitor)
     }
 }
 
 struct BackendsVisitor {
     /// How messages name the list, to point at the earlier entry of a duplicate.
-    prefix: &'static str,
+    prefix: String,
+    /// The message for an empty list.
+    if_empty: String,
 }
 
 impl<'de> Visitor<'de> for BackendsVisitor {
@@ -44,13 +68,13 @@ impl<'de> Visitor<'de> for BackendsVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut backends = Vec::new();
         while let Some(backend) = seq.next_element_seed(BackendSeed {
-            prefix: self.prefix,
+            prefix: &self.prefix,
             earlier: &backends,
         })? {
             backends.push(backend);
         }
         if backends.is_empty() {
-            return Err(de::Error::custom("no backends"));
+            return Err(de::Error::custom(self.if_empty));
         }
         Ok(backends)
     }
@@ -58,7 +82,7 @@ impl<'de> Visitor<'de> for BackendsVisitor {
 
 /// Deserializes one backend, checking it against the ones before it.
 struct BackendSeed<'a> {
-    prefix: &'static str,
+    prefix: &'a str,
     earlier: &'a [BackendConfig],
 }
 
@@ -81,6 +105,9 @@ enum BackendField {
     ClientCert,
     ClientKey,
     SendProxy,
+    Weight,
+    MaxConnections,
+    Resolve,
 }
 
 const BACKEND_FIELDS: &[&str] = &[
@@ -94,6 +121,9 @@ const BACKEND_FIELDS: &[&str] = &[
     "client_cert",
     "client_key",
     "send_proxy",
+    "weight",
+    "max_connections",
+    "resolve",
 ];
 
 impl<'de> DeserializeSeed<'de> for BackendSeed<'_> {
@@ -246,6 +276,7 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendConfig, A::Error> {
         let (mut id, mut host, mut port) = (None, None, None);
+        let (mut weight, mut max_connections, mut resolve) = (None, None, None);
         let mut written = Written::default();
         while let Some(field) = map.next_key()? {
             match field {
@@ -278,6 +309,11 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
                     PemSeed::Key,
                 )?,
                 BackendField::SendProxy => once(&mut written.send_proxy, "send_proxy", &mut map)?,
+                BackendField::Weight => once::<_, Weight>(&mut weight, "weight", &mut map)?,
+                BackendField::MaxConnections => {
+                    once::<_, AtLeastOne>(&mut max_connections, "max_connections", &mut map)?
+                }
+                BackendField::Resolve => once(&mut resolve, "resolve", &mut map)?,
             }
         }
         let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
@@ -307,8 +343,9 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
             port,
             addr,
             options,
-            weight: 1,
-            max_connections: None,
+            weight: weight.map_or(1, |w| w.0),
+            max_connections: max_connections.map(|n| n.0 as usize),
+            resolve: resolve.unwrap_or_default(),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! checked as it is read.
 //!
 //! Two forms. The spec's short form is a JSON array of backends ([`ArrayForm`]); the full form is an object (JSON) or
-//! a table (TOML): [`FileConfig`], with `backends` plus optional listener, health check and timeout settings.
+//! a table (TOML): [`FileConfig`], with `backends` plus optional listener, health check, timeout and balancing
+//! settings, and named pools with the routes to them.
 //!
 //! Values are validated *while* they are deserialized (ports, counts, statuses, paths, durations, duplicate ids and
 //! addresses, host resolution) rather than in a pass afterwards: an error raised inside deserialization is stamped by
@@ -16,13 +17,18 @@ use std::ops::RangeInclusive;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+pub use super::balance_file::{
+    FileHashKey, FilePassiveHealth, FileRetries, FileSlowStart, HashBound,
+};
 pub use super::duration::{FileDuration, PositiveDuration};
 use super::listeners::{Cidr, FileListener, FileTls, Mode};
-use super::BackendConfig;
+pub use super::pools::{FileRoute, Pools};
 use super::HealthKind;
+use super::{Algorithm, BackendConfig};
 
-/// The full form. Only `backends` is required.
-#[derive(Debug, Deserialize)]
+/// The full form. `backends` is required unless `[pools.NAME]` tables and `[[routes]]` to them are given (checked
+/// in `super::resolve`, which sees both).
+#[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a list of backends, or a config object with `backends`"
@@ -34,9 +40,26 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     pub access_log_format: Option<AccessLogFormat>,
     pub max_connections: Option<AtLeastOne>,
-    pub backends: Backends,
+    /// The default pool; an empty list is refused as it is read.
+    pub backends: Option<Backends>,
     #[serde(default)]
     pub health_check: FileHealth,
+    /// How the default pool balances, and what a pool's own keys default to.
+    pub balance: Option<Algorithm>,
+    pub hash_key: Option<FileHashKey>,
+    pub hash_bound: Option<HashBound>,
+    pub passive_health: Option<FilePassiveHealth>,
+    pub slow_start: Option<FileSlowStart>,
+    #[serde(default)]
+    pub retries: FileRetries,
+    /// How often backend host names are resolved again.
+    pub resolve_interval: Option<PositiveDuration>,
+    /// Named pools of backends (`[pools.NAME]`), in the file's order.
+    #[serde(default)]
+    pub pools: Pools,
+    /// Which requests go to which pool.
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
     #[serde(default)]
     pub timeouts: FileTimeouts,
     #[serde(default)]
@@ -125,22 +148,8 @@ pub struct ArrayForm(pub Vec<BackendConfig>);
 impl From<ArrayForm> for FileConfig {
     fn from(ArrayForm(backends): ArrayForm) -> FileConfig {
         FileConfig {
-            host: None,
-            port: None,
-            workers: None,
-            access_log: None,
-            access_log_format: None,
-            max_connections: None,
-            backends: Backends(backends),
-            health_check: FileHealth::default(),
-            timeouts: FileTimeouts::default(),
-            pool: FilePool::default(),
-            admin: None,
-            admin_token: None,
-            mode: None,
-            tls: None,
-            listeners: None,
-            accept_proxy: None,
+            backends: Some(Backends(backends)),
+            ..FileConfig::default()
         }
     }
 }
@@ -217,6 +226,19 @@ bounded_int!(
 bounded_int!(
     /// Idle connections kept per backend per worker; 0 keeps none (a new connection for every request).
     IdleCount(u32): "", 0, 1_000_000
+);
+bounded_int!(
+    /// A backend's share of new requests relative to the others of its pool; 0 gets none (still checked).
+    Weight(u32): "weight", 0, 1000
+);
+bounded_int!(
+    /// A percentage (`max_ejected_percent`).
+    Percent(u8): "", 0, 100
+);
+bounded_int!(
+    /// `[retries] budget_percent`: at most 1000 (ten retries for every request is no budget at all, and a larger
+    /// number is more likely a typo than a wish).
+    BudgetPercent(u32): "", 0, 1000
 );
 
 const STATUS: Bounded = Bounded {

@@ -13,24 +13,31 @@
 //!
 //! The pieces: `file.rs` says what a file may contain and checks each value *while* it is read (ranges, duplicate
 //! ids and addresses, backend host resolution), because only then can the parser stamp the value's position;
-//! `duration.rs` parses durations for the file and the flags alike; `sniff.rs` tells a file refused for being in
-//! another format than its extension says (a TOML body in `lb.json`); this module reads the file, picks the format
-//! (`.toml` is TOML, anything else JSON) and the form, renders errors as one line, and merges the sources: a flag wins
-//! over the file, the file over the defaults. The health timeout defaults to `min(interval, 2s)` computed *after*
-//! `--interval` is applied, so a short interval from the command line never inherits a longer default timeout; a
-//! timeout written in the file is kept even when it exceeds the interval.
+//! `backends.rs` reads a backend list, `balance_file.rs` the balancing keys, `pools.rs` the `[pools.NAME]` tables
+//! and `[[routes]]` (and checks what needs the whole file: a route to an unknown pool, an id used in two pools, with
+//! the key path but no position, which no longer exists once the file is read); `duration.rs` parses durations for
+//! the file and the flags alike; `sniff.rs` tells a file refused for being in another format than its extension says
+//! (a TOML body in `lb.json`); `parse.rs` reads the text as TOML or JSON and renders the parser's errors as one line;
+//! this module picks the format (`.toml` is TOML, anything else JSON) and merges the sources: a flag wins over the
+//! file, the file over the defaults, and a pool's keys over the top level's. The health timeout defaults to
+//! `min(interval, 2s)` computed *after* `--interval` is applied, so a short interval from the command line never
+//! inherits a longer default timeout; a timeout written in the file is kept even when it exceeds the interval.
+//! `--interval` sets the top level's interval; a pool that writes its own keeps it.
 //!
 //! Backend hosts are resolved once, at load, to their first address: a typo fails at startup, and the proxy never
 //! waits on DNS. The listen host is kept as written; the server resolves and binds it.
 
 mod backends;
 pub(crate) use backends::offline;
+mod balance_file;
 mod balancing;
 pub mod duration;
 pub mod file;
 mod listeners;
+mod parse;
 mod paths;
 pub mod pem;
+mod pools;
 mod sniff;
 mod transport;
 
@@ -39,14 +46,12 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
-use serde_path_to_error::Segment;
-
 pub use balancing::{
     Algorithm, BalanceConfig, ClusterConfig, HashKey, HostMatch, PassiveHealth, Retries,
     RouteConfig, CONNECT_FAILURES_TO_EXCLUDE, MAX_EJECTION, RETRY_FLOOR_PER_SECOND,
 };
 pub use file::AccessLogFormat;
-use file::{ArrayForm, FileConfig};
+use file::FileConfig;
 pub use listeners::{CertificatePaths, Cidr, ListenerConfig, ListenerKind, Mode, TlsConfig};
 pub use transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
 
@@ -70,6 +75,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[retries]`: how much retrying is allowed.
     pub retries: Retries,
+    /// How often backend host names are resolved again (`resolve_interval`; a record's shorter TTL wins).
+    pub resolve_interval: Duration,
     /// The top-level `health_check`, with the flags applied: the default pool's, and what a pool's own
     /// `health_check` starts from.
     pub health: HealthConfig,
@@ -115,6 +122,19 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Requests in flight to it at once (`max_connections`); `None`: no limit.
     pub max_connections: Option<usize>,
+    /// Which addresses of its host name are members (`resolve`).
+    pub resolve: Resolve,
+}
+
+/// Which addresses of a backend's host name are members of its pool (`resolve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolve {
+    /// The first address: one backend.
+    #[default]
+    First,
+    /// Every A/AAAA address, each a backend of the pool (a Kubernetes headless service).
+    All,
 }
 
 impl Config {
@@ -243,131 +263,16 @@ pub fn from_text(
     toml: bool,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let file = parse(name, text, toml).map_err(|line| match sniff::hint(name, text, toml) {
-        Some(hint) => ConfigError(format!("{line}; {hint}")),
-        None => ConfigError(line),
-    })?;
-    let named = ["admin", "tls", "listeners", "mode"];
-    resolve(file, overrides).map_err(|e| match named.iter().any(|key| e.0.starts_with(key)) {
-        true => ConfigError(format!("{name}: {}", e.0)),
-        false => e,
+    let file =
+        parse::parse(name, text, toml).map_err(|line| match sniff::hint(name, text, toml) {
+            Some(hint) => ConfigError(format!("{line}; {hint}")),
+            None => ConfigError(line),
+        })?;
+    // What is wrong with the file is named after it; what is wrong with a flag names the flag (`--workers: ...`).
+    resolve(file, overrides).map_err(|e| match e.0.starts_with("--") {
+        true => e,
+        false => ConfigError(format!("{name}: {}", e.0)),
     })
-}
-
-/// Parses `text`, the contents of the file called `name`, as TOML (always the full form) or JSON. JSON picks the form
-/// by its first non-whitespace character rather than by an untagged enum, which would replace every precise error
-/// with "data did not match any variant". The error is the whole line shown to the user.
-fn parse(name: &str, text: &str, toml: bool) -> Result<FileConfig, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.trim().is_empty() {
-        return Err(format!(
-            "{name}: file is empty (expected a list of backends)"
-        ));
-    }
-    if toml {
-        let de = toml::Deserializer::new(text);
-        return serde_path_to_error::deserialize(de).map_err(|e| {
-            let span = e.inner().span();
-            let at = span.clone().map(|span| line_col(text, span.start));
-            // The toml crate says nothing (an empty message) when the file ends right after `key =`: what a
-            // reload reads while an editor is still writing the file.
-            let at_end = span.is_some_and(|span| span.start >= text.trim_end().len());
-            let message = match e.inner().message() {
-                "" if at_end => "unexpected end of file: a value is missing",
-                "" => "syntax error",
-                message => message,
-            };
-            one_line(name, at, &key_path(e.path()), message)
-        });
-    }
-    let de = &mut serde_json::Deserializer::from_str(text);
-    let config = if text.trim_start().starts_with('[') {
-        serde_path_to_error::deserialize(&mut *de).map(|backends: ArrayForm| backends.into())
-    } else {
-        serde_path_to_error::deserialize(&mut *de)
-    };
-    let config = config.map_err(|e| json_error(name, &key_path(e.path()), e.inner()))?;
-    de.end().map_err(|e| json_error(name, "", &e))?;
-    Ok(config)
-}
-
-fn json_error(name: &str, path: &str, e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    if e.line() == 0 {
-        return one_line(name, None, path, &printable(&message));
-    }
-    // serde_json appends the position to its message; we print it in front instead.
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = message.strip_suffix(&suffix).unwrap_or(&message);
-    // serde_json's messages are one line but for what they quote from the file: escape that before the split.
-    one_line(
-        name,
-        Some((e.line(), e.column().max(1))),
-        path,
-        &printable(message),
-    )
-}
-
-/// The key path as the user wrote it: `backends[1].port`. Unlike `Path`'s `Display`, it leaves out the `?` that
-/// stands for a key not read yet (e.g. after a trailing comma), which would only puzzle the reader.
-fn key_path(path: &serde_path_to_error::Path) -> String {
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// `<file>:<line>:<col>: <key path>: <problem>`, leaving out the parts that are unknown; always one line (TOML's
-/// syntax errors span several).
-fn one_line(name: &str, at: Option<(usize, usize)>, path: &str, message: &str) -> String {
-    let mut out = name.to_string();
-    if let Some((line, col)) = at {
-        out.push_str(&format!(":{line}:{col}"));
-    }
-    out.push_str(": ");
-    if !path.is_empty() {
-        out.push_str(&printable(path));
-        out.push_str(": ");
-    }
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    out.push_str(&printable(&lines.join("; ")));
-    out
-}
-
-/// `text` with control characters escaped (`\n`, `\u{1b}`): a key or a value quoted in a message may hold any, and
-/// the message must stay one line that cannot move the terminal's cursor.
-fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_string();
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_debug().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    (line, col)
 }
 
 /// A config of the given backends with every other setting at its default, then `overrides` (the demo uses this).
@@ -376,22 +281,8 @@ pub fn from_backends(
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
     let file = file::FileConfig {
-        host: None,
-        port: None,
-        workers: None,
-        access_log: None,
-        access_log_format: None,
-        max_connections: None,
-        backends: file::Backends(backends),
-        health_check: file::FileHealth::default(),
-        timeouts: file::FileTimeouts::default(),
-        pool: file::FilePool::default(),
-        admin: None,
-        admin_token: None,
-        mode: None,
-        tls: None,
-        listeners: None,
-        accept_proxy: None,
+        backends: Some(file::Backends(backends)),
+        ..file::FileConfig::default()
     };
     resolve(file, overrides)
 }
@@ -400,6 +291,9 @@ const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often host names are resolved again when the file does not say (Envoy's `dns_refresh_rate` is 5 s, nginx
+/// Plus's `resolve` follows the TTL; 30 s is the choice: a moved name is followed within a minute).
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// nginx's `keepalive 64` in a typical upstream block; enough for a steady load, a bound after a burst.
 const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
 /// HAProxy purges idle server connections every 5 s; most backends close their own idle ones after about that
@@ -422,6 +316,7 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
 
     let mode = file.mode.unwrap_or_default();
     let health = file.health_check;
+    let timeout_written = health.timeout.is_some();
     let interval = overrides
         .interval
         .or(health.interval.map(|d| d.0))
@@ -526,6 +421,24 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
     }
     let admin = admin.map(|(addr, _)| AdminConfig { addr, token });
 
+    let written_backends = file.backends.is_some();
+    let balancing = balance_file::Balancing {
+        balance: file.balance,
+        hash_key: file.hash_key,
+        hash_bound: file.hash_bound,
+        passive_health: file.passive_health,
+        slow_start: file.slow_start,
+    };
+    let top = pools::TopLevel {
+        backends: file.backends.map(|b| b.0),
+        balancing: &balancing,
+        health: &health,
+        timeout_written,
+    };
+    let clusters = pools::clusters(top, file.pools).map_err(ConfigError)?;
+    let routes = pools::routes(file.routes, &clusters).map_err(ConfigError)?;
+    check_reachable(written_backends, &clusters, &routes, &listeners)?;
+
     Ok(Config {
         admin,
         host,
@@ -546,16 +459,12 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
             .or(file.access_log_format)
             .unwrap_or_default(),
         max_connections: file.max_connections.map(|n| n.0 as usize),
-        clusters: vec![ClusterConfig {
-            name: String::new(),
-            backends: file.backends.0,
-            balance: BalanceConfig::default(),
-            health: health.clone(),
-            passive_health: None,
-            slow_start: None,
-        }],
-        routes: Vec::new(),
-        retries: Retries::default(),
+        clusters,
+        routes,
+        retries: file.retries.resolve(),
+        resolve_interval: file
+            .resolve_interval
+            .map_or(DEFAULT_RESOLVE_INTERVAL, |d| d.0),
         health,
         timeouts,
         pool: PoolConfig {
@@ -569,6 +478,38 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
                 .map_or(DEFAULT_POOL_IDLE_TIMEOUT, |d| d.0),
         },
     })
+}
+
+/// Refuses a config whose backends no request could reach: no top-level backends and no route to a pool, routes
+/// without a listener that speaks HTTP, or a TCP listener without the top-level backends it sends everything to.
+/// (`written_backends`: the file has the `backends` key, which its reader refuses empty; only [`from_backends`]
+/// passes an empty list, for tests that want none.)
+fn check_reachable(
+    written_backends: bool,
+    clusters: &[ClusterConfig],
+    routes: &[RouteConfig],
+    listeners: &[ListenerConfig],
+) -> Result<(), ConfigError> {
+    let problem = |p: &str| Err(ConfigError(p.to_owned()));
+    if !written_backends && routes.is_empty() {
+        return match clusters.len() {
+            1 => problem("missing field `backends`"),
+            _ => problem("missing field `backends`: without the top-level backends, [[routes]] must send requests to the pools (else every request would get 404)"),
+        };
+    }
+    if !routes.is_empty() && listeners.iter().all(|l| l.mode == Mode::Tcp) {
+        return problem(
+            "routes: routes choose by host and path, and no listener speaks HTTP (mode = \"tcp\")",
+        );
+    }
+    let tcp = listeners.iter().position(|l| l.mode == Mode::Tcp);
+    let place = match tcp {
+        Some(_) if written_backends => return Ok(()),
+        None => return Ok(()),
+        Some(0) => "mode".to_owned(),
+        Some(i) => format!("listeners[{}]", i - 1),
+    };
+    problem(&format!("{place}: TCP mode sends every connection to the top-level backends, and there are none (pools and routes are HTTP)"))
 }
 
 /// An admin address as the config and `--admin` write it: `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT` (127.0.0.1).

@@ -340,7 +340,7 @@ mod error_lines {
         ("servers.json", r#"[{"host": "127.0.0.1", "port": 80}]"#, "servers.json:1:34: [0]: missing field `id`"),
         ("servers.json", r#"[{"id": 1, "port": 80}]"#, "servers.json:1:22: [0]: missing field `host`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1"}]"#, "servers.json:1:31: [0]: missing field `port`"),
-        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "weight": 2}]"#, "servers.json:1:52: [0].weight: unknown field `weight`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "wieght": 2}]"#, "servers.json:1:52: [0].wieght: unknown field `wieght`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`, `weight`, `max_connections`, `resolve`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "port": 81}]"#, "servers.json:1:50: [0]: duplicate field `port`"),
         ("servers.json", r#"[{"id": "1", "host": "127.0.0.1", "port": 80}]"#, r#"servers.json:1:11: [0].id: invalid type: string "1", expected a backend id (a non-negative integer)"#),
         ("servers.json", r#"[{"id": -1, "host": "127.0.0.1", "port": 80}]"#, "servers.json:1:10: [0].id: id must not be negative, got -1"),
@@ -356,9 +356,9 @@ mod error_lines {
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}"#, "servers.json:1:43: EOF while parsing a list"),
         ("servers.json", r#""backends""#, r#"servers.json:1:10: invalid type: string "backends", expected a list of backends, or a config object with `backends`"#),
         // The full form in JSON.
-        ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
+        ("lb.json", r#"{"port": 8000}"#, "lb.json: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `balance`, `hash_key`, `hash_bound`, `passive_health`, `slow_start`, `retries`, `resolve_interval`, `pools`, `routes`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),
@@ -389,10 +389,10 @@ mod error_lines {
         ("lb.toml", r#"port = 8000\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8001\n\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 8002\n"#, "lb.toml:9:6: backends[1].id: duplicate id 1 (also backends[0])"),
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 70000\n"#, "lb.toml:4:8: backends[0].port: port must be between 1 and 65535, got 70000"),
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\n"#, "lb.toml:1:1: backends[0]: missing field `port`"),
-        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nweight = 2\n"#, "lb.toml:5:1: backends[0].weight: unknown field `weight`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`"),
+        ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\nweight = 2\nmax_conns = 2\n"#, "lb.toml:6:1: backends[0].max_conns: unknown field `max_conns`, expected one of `id`, `host`, `port`, `protocol`, `tls`, `ca`, `sni`, `client_cert`, `client_key`, `send_proxy`, `weight`, `max_connections`, `resolve`"),
         ("lb.toml", r#"port = 'x'\n[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\n"#, r#"lb.toml:1:8: port: invalid type: string "x", expected an integer from 0 to 65535"#),
         ("lb.toml", r#"port = 8000\n[[backends]\n"#, "lb.toml:2:11: invalid table header; expected `.`, `]]`"),
-        ("lb.toml", r#"port = 8000\n"#, "lb.toml:1:1: missing field `backends`"),
+        ("lb.toml", r#"port = 8000\n"#, "lb.toml: missing field `backends`"),
         ("lb.toml", r#"backends = []\n"#, "lb.toml:1:12: backends: no backends"),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\ninterval = '-1s'\n"#, "lb.toml:3:12: health_check.interval: must not be negative"),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\nstatuses = ['200-399', 600]\n"#, "lb.toml:3:24: health_check.statuses[1]: status must be between 100 and 599, got 600"),
@@ -450,6 +450,7 @@ fn an_ipv6_backend_is_written_in_brackets() {
         options: Default::default(),
         weight: 1,
         max_connections: None,
+        resolve: Default::default(),
     };
     assert_eq!(backend.authority(), "[::1]:8001");
 }
@@ -481,3 +482,5 @@ fn listener_combinations_not_served_yet_are_refused_with_one_line() {
         assert!(!error.contains('\n'), "one line: {error}");
     }
 }
+
+mod balancing;

@@ -81,10 +81,10 @@ async fn invalid_toml_is_located_by_line_and_column() {
 async fn an_unknown_key_in_a_backend() {
     let error = refused_config(
         "servers.json",
-        r#"[{"id": 1, "host": "127.0.0.1", "port": 8001, "weight": 5}]"#,
+        r#"[{"id": 1, "host": "127.0.0.1", "port": 8001, "wieght": 5}]"#,
     )
     .await;
-    assert_mentions(&error, &["[0]", "weight"]);
+    assert_mentions(&error, &["[0].wieght", "unknown field", "`weight`"]);
 }
 
 #[tokio::test]
@@ -233,4 +233,80 @@ async fn a_toml_file_cut_off_after_a_key_says_what_is_missing() {
         error.ends_with("lb.toml:8:7: unexpected end of file: a value is missing"),
         "{error}"
     );
+}
+
+/// A TOML file with a top-level backend, a pool `api` and `rest`.
+fn with_a_pool(rest: &str) -> String {
+    format!(
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\n\n\
+         [pools.api]\nbackends = [{{ id = 2, host = \"127.0.0.1\", port = 8002 }}]\n\n{rest}"
+    )
+}
+
+#[tokio::test]
+async fn a_route_to_an_unknown_pool() {
+    let routes = "[[routes]]\nhost = \"api.example.com\"\npool = \"api\"\n\n\
+                  [[routes]]\npath_prefix = \"/v2\"\npool = \"apii\"\n";
+    let error = refused_config("lb.toml", &with_a_pool(routes)).await;
+    assert!(
+        error.ends_with(
+            "lb.toml: routes[1].pool: unknown pool \"apii\" (known: \"api\", \"default\" (the top-level backends))"
+        ),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_with_no_backends() {
+    let error = refused_config("lb.toml", &with_a_pool("[pools.web]\nbackends = []\n")).await;
+    assert_eq!(line_col(&error, "lb.toml"), (10, 12), "{error}");
+    assert_mentions(&error, &["pools.web.backends: pool web has no backends"]);
+}
+
+#[tokio::test]
+async fn a_weight_out_of_range() {
+    let error = refused_config(
+        "lb.toml",
+        "[[backends]]\nid = 1\nhost = \"127.0.0.1\"\nport = 8001\nweight = 1001\n",
+    )
+    .await;
+    assert_eq!(line_col(&error, "lb.toml"), (5, 10), "{error}");
+    assert_mentions(
+        &error,
+        &["backends[0].weight: weight must be between 0 and 1000, got 1001"],
+    );
+}
+
+#[tokio::test]
+async fn a_backend_id_used_in_two_pools() {
+    let pool = "[pools.web]\nbackends = [{ id = 2, host = \"127.0.0.1\", port = 8003 }]\n";
+    let error = refused_config("lb.toml", &with_a_pool(pool)).await;
+    assert_mentions(
+        &error,
+        &["pools.web.backends[0].id: duplicate id 2 (also pools.api.backends[0])"],
+    );
+}
+
+#[tokio::test]
+async fn a_hash_key_without_consistent_hash() {
+    let error = refused_config(
+        "lb.json",
+        r#"{"balance": "least_request", "hash_key": "header:x-user", "backends": [{"id": 1, "host": "127.0.0.1", "port": 8001}]}"#,
+    )
+    .await;
+    assert_mentions(
+        &error,
+        &["lb.json: hash_key: applies only to balance = \"consistent_hash\""],
+    );
+}
+
+#[tokio::test]
+async fn a_route_in_tcp_mode() {
+    let routes = "[[routes]]\npath_prefix = \"/api\"\npool = \"api\"\n";
+    let error = refused_config(
+        "lb.toml",
+        &format!("mode = \"tcp\"\n{}", with_a_pool(routes)),
+    )
+    .await;
+    assert_mentions(&error, &["routes: ", "no listener speaks HTTP"]);
 }
