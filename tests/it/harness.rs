@@ -8,6 +8,7 @@
 mod admin;
 mod backend;
 mod browser;
+pub mod gauged;
 mod h2;
 mod handoff;
 mod raw;
