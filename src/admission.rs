@@ -163,6 +163,7 @@ mod tests {
                     options: Default::default(),
                     weight: 1,
                     max_connections: None,
+                    resolve: Default::default(),
                 })
                 .collect(),
             &crate::config::Overrides {

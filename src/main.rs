@@ -247,6 +247,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
                         options: Default::default(),
                         weight: 1,
                         max_connections: None,
+                        resolve: Default::default(),
                     }
                 })
                 .collect();

@@ -32,10 +32,25 @@ pub fn settings(config: &Config) -> String {
     );
     for backend in config.backends() {
         let written = backend.authority();
-        let _ = match backend.addr.to_string() == written {
-            true => writeln!(out, "  {}  {written}", backend.id),
-            false => writeln!(out, "  {}  {written} ({})", backend.id, backend.addr),
+        let _ = match (backend.ip(), backend.resolve) {
+            (Some(_), _) if backend.addr.to_string() == written => {
+                writeln!(out, "  {}  {written}", backend.id)
+            }
+            (Some(_), _) => writeln!(out, "  {}  {written} ({})", backend.id, backend.addr),
+            (None, resolve) => writeln!(
+                out,
+                "  {}  {written} (a host name: {} resolved at start and every {})",
+                backend.id,
+                match resolve {
+                    config::Resolve::First => "its first address",
+                    config::Resolve::All => "every address",
+                },
+                human(config.resolve_interval)
+            ),
         };
+    }
+    if let Some(resolver) = config.resolver {
+        let _ = writeln!(out, "resolver: {resolver}");
     }
     let health = &config.health;
     let statuses: Vec<String> = health

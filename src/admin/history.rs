@@ -243,6 +243,7 @@ mod tests {
                 options: Default::default(),
                 weight: 1,
                 max_connections: None,
+                resolve: Default::default(),
             })
             .collect();
         config::from_backends(backends, &Overrides::default()).expect("a valid config")

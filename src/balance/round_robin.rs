@@ -63,6 +63,7 @@ mod tests {
             options: Default::default(),
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         };
         (0..len)
             .map(|id| Arc::new(Backend::new(&config(id), None, 1)))

@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     pub access_log_format: Option<AccessLogFormat>,
     pub max_connections: Option<AtLeastOne>,
+    /// How often backend host names are resolved again (a shorter TTL of a `resolver`'s answer wins).
+    pub resolve_interval: Option<PositiveDuration>,
+    /// The DNS server backend names are asked of (`IP:PORT`); without it, the system's resolver.
+    pub resolver: Option<ResolverAddr>,
     pub backends: Backends,
     #[serde(default)]
     pub health_check: FileHealth,
@@ -131,6 +135,8 @@ impl From<ArrayForm> for FileConfig {
             access_log: None,
             access_log_format: None,
             max_connections: None,
+            resolve_interval: None,
+            resolver: None,
             backends: Backends(backends),
             health_check: FileHealth::default(),
             timeouts: FileTimeouts::default(),
@@ -251,6 +257,27 @@ impl TryFrom<String> for AdminAddr {
 
     fn try_from(addr: String) -> Result<Self, String> {
         super::parse_admin_addr(&addr).map(AdminAddr)
+    }
+}
+
+/// The DNS server of `resolver`: `IP:PORT`, or an IP address alone for port 53.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ResolverAddr(pub std::net::SocketAddr);
+
+impl TryFrom<String> for ResolverAddr {
+    type Error = String;
+
+    fn try_from(addr: String) -> Result<Self, String> {
+        if let Ok(addr) = addr.parse() {
+            return Ok(ResolverAddr(addr));
+        }
+        match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ResolverAddr((ip, 53).into())),
+            Err(_) => Err(format!(
+                "expected the DNS server's IP:PORT (e.g. 127.0.0.1:53, [::1]:5353) or IP, got {addr:?}"
+            )),
+        }
     }
 }
 

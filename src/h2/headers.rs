@@ -321,6 +321,7 @@ mod tests {
             options: Default::default(),
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         };
         config.options.protocol = protocol;
         Backend::new(&config, None, 1)

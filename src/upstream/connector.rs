@@ -249,6 +249,7 @@ mod tests {
             },
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         };
         let tls = Configs::default().for_backend(&config);
         Backend::new(&config, None, 1).with_tls(tls)

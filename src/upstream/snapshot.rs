@@ -169,6 +169,7 @@ mod tests {
             options: Default::default(),
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         }
     }
 

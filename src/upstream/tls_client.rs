@@ -160,6 +160,7 @@ mod tests {
             options,
             weight: 1,
             max_connections: None,
+            resolve: Default::default(),
         }
     }
 
