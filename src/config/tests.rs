@@ -360,7 +360,7 @@ mod error_lines {
         ("servers.json", r#"[\n  {"id": 1, "host": "[::1]", "port": 8001},\n  {"id": 2, "host": "0:0:0:0:0:0:0:1", "port": 8001}\n]"#, "servers.json:3:52: [1]: duplicate backend [0:0:0:0:0:0:0:1]:8001: same address [::1]:8001 as [0] ([::1]:8001)"),
         ("servers.json", r#"[{"id": 1, "host": "", "port": 80}]"#, "servers.json:1:21: [0].host: must not be empty"),
         ("servers.json", r#"[{"id": 1, "host": "api:8080", "port": 80}]"#, r#"servers.json:1:29: [0].host: "api:8080" is not a host name or IP address (the port goes in `port`)"#),
-        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "resolve": "some"}]"#, "servers.json:1:57: [0].resolve: unknown variant `some`, expected `first` or `all`"),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "resolve": "some"}]"#, "servers.json:1:61: [0].resolve: unknown variant `some`, expected `first` or `all`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}, 5]"#, "servers.json:1:46: [1]: invalid type: integer `5`, expected a backend with id, host and port"),
         ("servers.json", r#"[]"#, "servers.json:1:2: no backends"),
         ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n]"#, "servers.json:3:1: trailing comma"),
@@ -370,7 +370,7 @@ mod error_lines {
         // The full form in JSON.
         ("lb.json", r#"{"port": 8000}"#, "lb.json:1:14: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `resolve_interval`, `resolver`, `backends`, `health_check`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),
