@@ -309,7 +309,7 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
         }
         let (host, addr) = (&backend.host, backend.addr);
         for (i, other) in self.earlier.iter().enumerate() {
-            let (this, that) = (host_port(&host, port), host_port(&other.host, other.port));
+            let (this, that) = (host_port(host, port), host_port(&other.host, other.port));
             if this == that {
                 let msg = format!("duplicate backend {this} (also {})", self.name(i));
                 return Err(de::Error::custom(msg));

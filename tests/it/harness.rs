@@ -31,7 +31,7 @@ use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
 pub use browser::{Browser, Page};
-pub use dns::{TestDns, DNS_TTL};
+pub use dns::TestDns;
 pub use h2::{
     grpc_client, h2_fetch, h2_request, h2c_client, GrpcBackend, H2Backend, RawCodec, RawH2, CANCEL,
     ENHANCE_YOUR_CALM, GOAWAY, REFUSED_STREAM, RST_STREAM,

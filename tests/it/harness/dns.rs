@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
 /// The TTL of every answer, in seconds: short, so that `lb` asks again soon.
-pub const DNS_TTL: u32 = 1;
+const DNS_TTL: u32 = 1;
 
 #[derive(Default)]
 struct Table {
