@@ -165,7 +165,8 @@ async fn a_resolver_that_stops_answering_keeps_the_last_addresses() {
 
     dns.silence(true);
     let asked = dns.questions();
-    lb.wait_log("cannot resolve api.test", PATIENCE).await;
+    // A silent server is noticed when a lookup times out (up to 5 s, after the last answer's TTL).
+    lb.wait_log("cannot resolve api.test", 2 * PATIENCE).await;
     wait_until(
         "lb asked again while the resolver was silent",
         PATIENCE,
