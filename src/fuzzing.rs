@@ -48,7 +48,7 @@ pub fn forward_response(buf: &[u8], head: &ResponseHead, framing: ClientFraming)
     out
 }
 
-/// `config::from_text` with host names left unresolved (no DNS query: only IP addresses and `localhost` resolve).
+/// `config::from_text` without reading the files a config names (reading a config never sends a DNS query).
 pub fn config(text: &str, toml: bool) -> Result<Config, ConfigError> {
     let name = if toml { "lb.toml" } else { "lb.json" };
     crate::config::offline(|| crate::config::from_text(name, text, toml, &Overrides::default()))

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! Data flows one way: listener → connection → proxy → balancer → upstream pool → backend. Imports run one way
-//! too: `server` → `connection` → `access_log`/`proxy` → `worker` → `upstream`/`timers`; `server` → `control` →
-//! `health` → `upstream` → `balance` → `backend`; any module may use `h1`, `config`, `failure`. Nothing imports
+//! too: `server` → `connection` → `access_log`/`proxy` → `worker` → `upstream`/`timers`; `server` → `reresolve` →
+//! `control` → `dns`/`health` → `upstream` → `balance` → `backend`; any module may use `h1`, `config`, `failure`. Nothing imports
 //! back up.
 //!
 //! - [`cli`]: the command line (the spec's flags, the `demo` subcommand).
@@ -12,7 +12,10 @@
 //!   [`Server`] handle starts everything and reports the bound address; [`Server::start_local`] runs one worker on
 //!   the caller's runtime instead, for in-process tests.
 //! - `control`: the control plane's hold on routing: builds and publishes each snapshot, keeps one health checker
-//!   per backend (what a reload will change).
+//!   per backend (what a reload will change), and routes to the config with its backend names resolved.
+//! - `dns`: backend host names as addresses: the resolver (the system's, or the config's `resolver`), the last
+//!   answer of each name and when to ask again, and the config expanded with them (`resolve = "first"|"all"`).
+//! - `reresolve`: the task that asks the names again as they fall due and hands moves to `control`.
 //! - `admission`: how many client connections may be open at once (`max_connections`), derived from the fd limit.
 //! - `worker`: one worker thread's context (routing handle, pool, buffers, timers, drain state) and its counters,
 //!   which other threads read.
@@ -55,6 +58,7 @@ pub mod config;
 mod connection;
 mod control;
 pub mod demo;
+mod dns;
 mod failure;
 mod front;
 #[doc(hidden)]
@@ -65,6 +69,7 @@ mod health;
 mod log_limit;
 mod proxy;
 mod proxy_protocol;
+mod reresolve;
 mod server;
 pub mod signal;
 mod tcp;

@@ -34,6 +34,9 @@ pub fn settings(config: &Config) -> String {
     for route in &config.routes {
         let _ = writeln!(out, "{}", describe_route(config, route));
     }
+    if let Some(resolver) = config.resolver {
+        let _ = writeln!(out, "resolver: {resolver}");
+    }
     let retries = &config.retries;
     let _ = writeln!(
         out,
@@ -93,9 +96,20 @@ fn describe_cluster(out: &mut String, config: &Config, index: usize, cluster: &C
     let _ = writeln!(out, "{head}:");
     for backend in &cluster.backends {
         let written = backend.authority();
-        let mut line = match backend.addr.to_string() == written {
-            true => format!("  {}  {written}", backend.id),
-            false => format!("  {}  {written} ({})", backend.id, backend.addr),
+        let mut line = match backend.ip() {
+            Some(_) if backend.addr.to_string() == written => {
+                format!("  {}  {written}", backend.id)
+            }
+            Some(_) => format!("  {}  {written} ({})", backend.id, backend.addr),
+            None => format!(
+                "  {}  {written} (a host name: {} resolved at start and every {})",
+                backend.id,
+                match backend.resolve {
+                    config::Resolve::First => "its first address",
+                    config::Resolve::All => "every address",
+                },
+                human(config.resolve_interval)
+            ),
         };
         let mut extras = Vec::new();
         if backend.weight != 1 {
@@ -103,9 +117,6 @@ fn describe_cluster(out: &mut String, config: &Config, index: usize, cluster: &C
         }
         if let Some(max) = backend.max_connections {
             extras.push(format!("max_connections {max}"));
-        }
-        if backend.resolve == config::Resolve::All {
-            extras.push("every address of its name".to_owned());
         }
         if !extras.is_empty() {
             line.push_str(&format!("  {}", extras.join(", ")));

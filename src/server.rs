@@ -77,8 +77,9 @@ pub struct Server {
     shutdown: CancellationToken,
     workers: Vec<oneshot::Receiver<()>>,
     counts: Vec<Arc<WorkerCounts>>,
-    /// The routing and the health checkers: what a reload changes.
-    control: Control,
+    /// The routing and the health checkers: what a reload, or a backend name's move (`reresolve`), changes.
+    control: Arc<tokio::sync::Mutex<Control>>,
+    routing: Arc<Routing>,
     /// The config the server started with: a reload may not change its listener.
     started: Config,
     /// The TLS listeners' config and certificates (re-read on reload).
@@ -186,6 +187,8 @@ impl Server {
         control.apply(&config).await;
         let started = config.clone();
         let routing = control.routing().clone();
+        let control = Arc::new(tokio::sync::Mutex::new(control));
+        crate::reresolve::spawn(control.clone(), shutdown.clone());
         let snapshot = routing.load_full();
         let log_flusher = tokio::spawn(log_limit::flush_every_window());
 
@@ -254,6 +257,7 @@ impl Server {
             workers,
             counts,
             control,
+            routing: routing.clone(),
             started,
             tls,
             log_flusher,
@@ -327,7 +331,7 @@ impl Server {
             (Some(acceptor), Some(tls)) => acceptor.reload(tls),
             _ => Vec::new(),
         };
-        let mut reloaded = self.control.reload(&config).await;
+        let mut reloaded = self.control.lock().await.reload(&config).await;
         reloaded.certificate_errors = certificates.into_iter().map(|e| e.0).collect();
         Ok(reloaded)
     }
@@ -342,7 +346,7 @@ impl Server {
         commands: mpsc::Sender<Command>,
     ) -> Plane {
         Plane {
-            routing: self.control.routing().clone(),
+            routing: self.routing.clone(),
             workers: self.counts.clone(),
             reloads,
             config_path,
@@ -380,7 +384,7 @@ impl Server {
                     (requests + counts.in_flight(), tunnels + counts.tunnels())
                 }),
         };
-        self.control.shutdown().await;
+        self.control.lock().await.shutdown().await;
         self.log_flusher.abort();
         let _ = self.log_flusher.await;
         log_limit::flush();

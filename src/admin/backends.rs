@@ -18,6 +18,10 @@
 //! line comes when it ends, with how long it took. The drain's wait runs as a task of its own, so that its line is
 //! written even when the one who asked hangs up first.
 //!
+//! A backend given by a host name with `resolve = "all"` is one member per address, all with its id: an action is
+//! for every member (and for the members its name comes to have later: a new member takes the operator's state of
+//! the others); the answer, and a drain's wait, are the first member's.
+//!
 //! An unknown id is 404, and so is an id that is not a number (no backend can have it: the path names nothing).
 
 use std::sync::atomic::Ordering;
@@ -48,14 +52,33 @@ pub async fn act(plane: &Plane, id: &str, action: &str, query: Option<&str>) -> 
     let Some(backend) = found else {
         return answer::error(StatusCode::NOT_FOUND, &format!("no backend with id {id}"));
     };
+    // A `resolve = "all"` backend is one member per address, all with its id: an action is for every one of them
+    // (the answer, and a drain's wait, are the first member's).
+    let others = snapshot
+        .backends
+        .iter()
+        .filter(|b| b.id == backend.id)
+        .skip(1);
+    let also = |admin: AdminState| {
+        for other in others {
+            other.state.set_admin(admin);
+        }
+    };
     match action {
-        "disable" => set(backend, AdminState::Disabled),
-        "enable" => set(backend, AdminState::Enabled),
+        "disable" => {
+            also(AdminState::Disabled);
+            set(backend, AdminState::Disabled)
+        }
+        "enable" => {
+            also(AdminState::Enabled);
+            set(backend, AdminState::Enabled)
+        }
         _ => {
             let timeout = match timeout(query) {
                 Ok(timeout) => timeout,
                 Err(error) => return answer::error(StatusCode::BAD_REQUEST, &error),
             };
+            also(AdminState::Draining);
             drain(backend.clone(), timeout).await
         }
     }

@@ -111,10 +111,17 @@ impl Backend {
         self.state.healthy.load(Ordering::Relaxed)
     }
 
-    /// Whether new requests may go to it: healthy, and enabled by the operator (not disabled, not draining).
+    /// Whether new requests may go to it: healthy, and enabled by the operator (not disabled, not draining), and
+    /// at an address (its checks fail while its name does not resolve; this says it even before they have).
     /// (Not whether it is full: see [`Backend::is_full`].)
     pub fn is_eligible(&self) -> bool {
-        self.is_healthy() && self.state.admin() == AdminState::Enabled
+        self.is_healthy() && self.state.admin() == AdminState::Enabled && self.is_resolved()
+    }
+
+    /// Whether it has an address to connect to: not a host name that never resolved (`config::UNRESOLVED`).
+    #[inline]
+    pub fn is_resolved(&self) -> bool {
+        self.addr.port() != 0
     }
 
     /// Whether it has as many requests in flight as `max_connections` allows.

@@ -1,13 +1,19 @@
 //! The backend list as a file writes it: each entry read by a hand-written visitor that sees the entries before it
-//! (duplicate ids and addresses are refused where they are written), its host resolved as it is read, and the
-//! optional per-backend settings (how the backend is reached: `protocol`, `tls` with `ca`, `sni`, `client_cert` and
-//! `client_key`, `send_proxy`; how it is balanced: `weight`, `max_connections`; how its name resolves: `resolve`).
-//! The PEM files a backend names are read as they are written (`pem`), so a bad one is refused with the place that
-//! names it, and a client key must match its certificate.
+//! (duplicate ids and addresses are refused where they are written), and the optional per-backend settings (how the
+//! backend is reached: `protocol`, `tls` with `ca`, `sni`, `client_cert` and `client_key`, `send_proxy`; how it is
+//! balanced: `weight`, `max_connections`; how its name resolves: `resolve`). The PEM files a backend names are read as
+//! they are written (`pem`), so a bad one is refused with the place that names it, and a client key must match its
+//! certificate.
+//!
+//! A host written as an IP address is the backend's address; a host name is left for the control plane to resolve
+//! (`dns`: at start, then again and again, `resolve` saying whether the first address or every one is a member),
+//! with [`UNRESOLVED`] as its address meanwhile. So reading a config never waits on DNS, and a name that does not
+//! resolve is a backend that starts down rather than a config that cannot load. Two backends on the same address are
+//! refused when both are written as IP addresses; names may come to share one (identity is id and address).
 
 use std::cell::Cell;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -15,7 +21,7 @@ use serde::Deserialize;
 use super::file::{ArrayForm, AtLeastOne, Backends, Port, Weight};
 use super::paths::{FilePath, ServerName};
 use super::transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
-use super::{host_port, pem, BackendConfig};
+use super::{host_port, pem, BackendConfig, Resolve, UNRESOLVED};
 impl<'de> Deserialize<'de> for Backends {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let visitor = BackendsVisitor {
@@ -144,6 +150,7 @@ struct Written {
     client_cert: Option<FilePath>,
     client_key: Option<FilePath>,
     send_proxy: Option<ProxyVersion>,
+    resolve: Option<Resolve>,
 }
 
 /// Stores a field's value, refusing a second one.
@@ -276,7 +283,7 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BackendConfig, A::Error> {
         let (mut id, mut host, mut port) = (None, None, None);
-        let (mut weight, mut max_connections, mut resolve) = (None, None, None);
+        let (mut weight, mut max_connections) = (None, None);
         let mut written = Written::default();
         while let Some(field) = map.next_key()? {
             match field {
@@ -313,40 +320,46 @@ impl<'de> Visitor<'de> for BackendSeed<'_> {
                 BackendField::MaxConnections => {
                     once::<_, AtLeastOne>(&mut max_connections, "max_connections", &mut map)?
                 }
-                BackendField::Resolve => once(&mut resolve, "resolve", &mut map)?,
+                BackendField::Resolve => once(&mut written.resolve, "resolve", &mut map)?,
             }
         }
         let id = id.ok_or_else(|| de::Error::missing_field("id"))?;
-        let (host, ip) = host.ok_or_else(|| de::Error::missing_field("host"))?;
+        let host: String = host.ok_or_else(|| de::Error::missing_field("host"))?;
         let port = port.ok_or_else(|| de::Error::missing_field("port"))?;
-        let addr = SocketAddr::new(ip, port);
+        let resolve = written.resolve.unwrap_or_default();
+        let mut backend = BackendConfig {
+            id,
+            host,
+            port,
+            addr: UNRESOLVED,
+            options: Default::default(),
+            weight: weight.map_or(1, |w: Weight| w.0),
+            max_connections: max_connections.map(|n: AtLeastOne| n.0 as usize),
+            resolve,
+        };
+        let ip = backend.ip();
+        if let Some(ip) = ip {
+            backend.addr = SocketAddr::new(ip, port);
+        }
+        let (host, addr) = (&backend.host, backend.addr);
         for (i, other) in self.earlier.iter().enumerate() {
-            let (this, that) = (host_port(&host, port), host_port(&other.host, other.port));
+            let (this, that) = (host_port(host, port), host_port(&other.host, other.port));
             if this == that {
                 let msg = format!("duplicate backend {this} (also {})", self.name(i));
                 return Err(de::Error::custom(msg));
             }
-            if other.addr == addr {
+            if ip.is_some() && other.addr == addr {
                 let name = self.name(i);
                 let msg =
                     format!("duplicate backend {this}: same address {addr} as {name} ({that})");
                 return Err(de::Error::custom(msg));
             }
         }
-        let options = written.options()?;
-        if let Some(UpstreamTls { sni: None, .. }) = options.tls {
-            server_name(&host).map_err(de::Error::custom)?;
+        backend.options = written.options()?;
+        if let Some(UpstreamTls { sni: None, .. }) = backend.options.tls {
+            server_name(&backend.host).map_err(de::Error::custom)?;
         }
-        Ok(BackendConfig {
-            id,
-            host,
-            port,
-            addr,
-            options,
-            weight: weight.map_or(1, |w| w.0),
-            max_connections: max_connections.map(|n| n.0 as usize),
-            resolve: resolve.unwrap_or_default(),
-        })
+        Ok(backend)
     }
 }
 
@@ -386,11 +399,11 @@ impl Visitor<'_> for IdSeed<'_, '_> {
     }
 }
 
-/// A backend host, resolved to its first address now so that a typo fails at startup, not at the first request.
+/// A backend host: an IP address (`[::1]` too) or a host name, which is not resolved here (see the module doc).
 struct HostSeed;
 
 impl<'de> DeserializeSeed<'de> for HostSeed {
-    type Value = (String, IpAddr);
+    type Value = String;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_str(self)
@@ -398,7 +411,7 @@ impl<'de> DeserializeSeed<'de> for HostSeed {
 }
 
 impl Visitor<'_> for HostSeed {
-    type Value = (String, IpAddr);
+    type Value = String;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a host name or IP address")
@@ -408,27 +421,37 @@ impl Visitor<'_> for HostSeed {
         if host.trim().is_empty() {
             return Err(E::custom("must not be empty"));
         }
-        // Accept the URL spelling of an IPv6 literal too: `[::1]`.
         let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        match resolve(bare) {
-            Ok(Some(ip)) => Ok((host.to_string(), ip)),
-            Ok(None) => Err(E::custom(format!("cannot resolve {host:?}: no addresses"))),
-            Err(e) => Err(E::custom(format!("cannot resolve {host:?}: {e}"))),
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            return Ok(host.to_string());
         }
+        if host.contains(':') {
+            return Err(E::custom(format!(
+                "{host:?} is not a host name or IP address (the port goes in `port`)"
+            )));
+        }
+        if host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            return Err(E::custom(format!(
+                "{host:?} is not a host name or IP address"
+            )));
+        }
+        Ok(host.to_string())
     }
 }
 
 thread_local! {
-    /// Set while [`offline`] runs: host names are not resolved, PEM files are not read.
+    /// Set while [`offline`] runs: PEM files are not read.
     static OFFLINE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with backend hosts resolved without the network: an IP address or `localhost` resolves, any other name
-/// fails as the resolver would fail it. The fuzzer loads configs this way, so that it never sends a DNS query (nor
-/// reads the files a config names).
+/// Runs `f` without reading the files a config names (its PEM files are taken as written). The fuzzer loads configs
+/// this way. (Reading a config never sends a DNS query: host names are resolved by the control plane.)
 pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
@@ -438,18 +461,4 @@ pub(crate) fn offline<R>(f: impl FnOnce() -> R) -> R {
     }
     let _reset = Reset(OFFLINE.with(|offline| offline.replace(true)));
     f()
-}
-
-/// The first address of `host` (the system's resolver; see [`offline`]).
-fn resolve(host: &str) -> std::io::Result<Option<IpAddr>> {
-    if !OFFLINE.with(Cell::get) {
-        return (host, 0)
-            .to_socket_addrs()
-            .map(|mut addrs| addrs.next().map(|a| a.ip()));
-    }
-    match host.parse::<IpAddr>() {
-        Ok(ip) => Ok(Some(ip)),
-        Err(_) if host.eq_ignore_ascii_case("localhost") => Ok(Some(IpAddr::from([127, 0, 0, 1]))),
-        Err(_) => Err(std::io::Error::other("not resolved (offline)")),
-    }
 }

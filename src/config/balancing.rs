@@ -142,3 +142,15 @@ pub enum HostMatch {
     /// The suffix, with its leading dot (`.example.com`).
     Suffix(String),
 }
+
+/// Which addresses of a backend given by host name are members of its pool (`resolve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolve {
+    /// One address: the first the resolver answers, kept while the name still resolves to it.
+    #[default]
+    First,
+    /// Every A and AAAA address of the name (a Kubernetes headless service): one member per address, all with the
+    /// backend's id and settings.
+    All,
+}

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub max_connections: Option<AtLeastOne>,
     /// The default pool; an empty list is refused as it is read.
     pub backends: Option<Backends>,
+    /// The DNS server backend names are asked of (`IP:PORT`); without it, the system's resolver.
+    pub resolver: Option<ResolverAddr>,
     #[serde(default)]
     pub health_check: FileHealth,
     /// How the default pool balances, and what a pool's own keys default to.
@@ -52,7 +54,7 @@ pub struct FileConfig {
     pub slow_start: Option<FileSlowStart>,
     #[serde(default)]
     pub retries: FileRetries,
-    /// How often backend host names are resolved again.
+    /// How often backend host names are resolved again (a shorter TTL of a `resolver`'s answer wins).
     pub resolve_interval: Option<PositiveDuration>,
     /// Named pools of backends (`[pools.NAME]`), in the file's order.
     #[serde(default)]
@@ -273,6 +275,27 @@ impl TryFrom<String> for AdminAddr {
 
     fn try_from(addr: String) -> Result<Self, String> {
         super::parse_admin_addr(&addr).map(AdminAddr)
+    }
+}
+
+/// The DNS server of `resolver`: `IP:PORT`, or an IP address alone for port 53.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ResolverAddr(pub std::net::SocketAddr);
+
+impl TryFrom<String> for ResolverAddr {
+    type Error = String;
+
+    fn try_from(addr: String) -> Result<Self, String> {
+        if let Ok(addr) = addr.parse() {
+            return Ok(ResolverAddr(addr));
+        }
+        match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(ResolverAddr((ip, 53).into())),
+            Err(_) => Err(format!(
+                "expected the DNS server's IP:PORT (e.g. 127.0.0.1:53, [::1]:5353) or IP, got {addr:?}"
+            )),
+        }
     }
 }
 

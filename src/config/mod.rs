@@ -24,8 +24,10 @@
 //! inherits a longer default timeout; a timeout written in the file is kept even when it exceeds the interval.
 //! `--interval` sets the top level's interval; a pool that writes its own keeps it.
 //!
-//! Backend hosts are resolved once, at load, to their first address: a typo fails at startup, and the proxy never
-//! waits on DNS. The listen host is kept as written; the server resolves and binds it.
+//! Backend hosts written as IP addresses are read as such; host names are not resolved here but by the control plane
+//! (`dns`), at start and again every `resolve_interval`, so a name that does not resolve yet is a backend that starts
+//! down, not a config error, and the proxy never waits on DNS. The listen host is kept as written; the server
+//! resolves and binds it.
 
 mod backends;
 pub(crate) use backends::offline;
@@ -47,7 +49,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use balancing::{
-    Algorithm, BalanceConfig, ClusterConfig, HashKey, HostMatch, PassiveHealth, Retries,
+    Algorithm, BalanceConfig, ClusterConfig, HashKey, HostMatch, PassiveHealth, Resolve, Retries,
     RouteConfig, CONNECT_FAILURES_TO_EXCLUDE, MAX_EJECTION, RETRY_FLOOR_PER_SECOND,
 };
 pub use file::AccessLogFormat;
@@ -75,8 +77,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[retries]`: how much retrying is allowed.
     pub retries: Retries,
-    /// How often backend host names are resolved again (`resolve_interval`; a record's shorter TTL wins).
+    /// How often backend host names are resolved again (`resolve_interval`; an answer's shorter TTL wins).
     pub resolve_interval: Duration,
+    /// The DNS server backend names are asked of (`resolver`); `None`: the system's resolver (getaddrinfo).
+    pub resolver: Option<SocketAddr>,
     /// The top-level `health_check`, with the flags applied: the default pool's, and what a pool's own
     /// `health_check` starts from.
     pub health: HealthConfig,
@@ -114,7 +118,8 @@ pub struct BackendConfig {
     /// The host as written (for logs and the Host header of health checks).
     pub host: String,
     pub port: u16,
-    /// Resolved at load time.
+    /// Where connections go: the host itself when it is an IP address; for a host name, [`UNRESOLVED`] as the file
+    /// is read, then one of its addresses once the control plane has resolved it (see `dns`).
     pub addr: SocketAddr,
     /// How it is reached beyond its address (protocol, TLS, PROXY header).
     pub options: BackendOptions,
@@ -122,20 +127,14 @@ pub struct BackendConfig {
     pub weight: u32,
     /// Requests in flight to it at once (`max_connections`); `None`: no limit.
     pub max_connections: Option<usize>,
-    /// Which addresses of its host name are members (`resolve`).
+    /// Which addresses of its host name are members (`resolve`): the first, or every one.
     pub resolve: Resolve,
 }
 
-/// Which addresses of a backend's host name are members of its pool (`resolve`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Resolve {
-    /// The first address: one backend.
-    #[default]
-    First,
-    /// Every A/AAAA address, each a backend of the pool (a Kubernetes headless service).
-    All,
-}
+/// The address of a backend whose host name has no address (yet): port 0, which no backend can be given and no
+/// connection can reach. Such a backend is never eligible and its checks fail without connecting (`health`).
+pub const UNRESOLVED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 impl Config {
     /// Every backend of every pool.
@@ -154,6 +153,17 @@ impl BackendConfig {
     /// health checks, and the form of logs.
     pub fn authority(&self) -> String {
         host_port(&self.host, self.port)
+    }
+
+    /// The host as an IP address, when it is written as one (`[::1]` too); `None`: a host name, which the control
+    /// plane resolves (`dns`).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        let host = self.host.as_str();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        bare.parse().ok()
     }
 }
 
@@ -290,10 +300,10 @@ pub fn from_backends(
 const DEFAULT_HOST: &str = "127.0.0.1";
 const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often host names are resolved again when the file does not say (Envoy's `dns_refresh_rate` is 5 s, nginx
-/// Plus's `resolve` follows the TTL; 30 s is the choice: a moved name is followed within a minute).
+/// nginx re-resolves at the answer's TTL, Envoy every 5 s; 30 s follows a moved service soon enough without a query
+/// storm from many balancers (and a `resolver`'s shorter TTL wins).
 const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const MAX_DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// nginx's `keepalive 64` in a typical upstream block; enough for a steady load, a bound after a burst.
 const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 64;
 /// HAProxy purges idle server connections every 5 s; most backends close their own idle ones after about that
@@ -465,6 +475,7 @@ fn resolve(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigErro
         resolve_interval: file
             .resolve_interval
             .map_or(DEFAULT_RESOLVE_INTERVAL, |d| d.0),
+        resolver: file.resolver.map(|r| r.0),
         health,
         timeouts,
         pool: PoolConfig {

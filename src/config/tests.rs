@@ -109,8 +109,9 @@ fn full_toml_form_loads_every_value() {
         ),
         (7, "localhost")
     );
-    assert!(c.clusters[0].backends[0].addr.ip().is_loopback());
-    assert_eq!(c.clusters[0].backends[0].addr.port(), 8001);
+    // A host name is resolved by the control plane, not as the file is read.
+    assert_eq!(c.clusters[0].backends[0].addr, super::UNRESOLVED);
+    assert_eq!(c.clusters[0].backends[0].port, 8001);
     assert_eq!(
         c.clusters[0].backends[1].addr,
         "127.0.0.2:8002".parse().unwrap()
@@ -275,22 +276,32 @@ fn from_text_is_load_without_the_file() {
 }
 
 #[test]
-fn offline_resolves_addresses_and_localhost_only() {
-    let text =
-        r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1}]"#;
-    let c = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()))
-        .unwrap();
+fn host_names_are_not_resolved_as_the_file_is_read() {
+    let text = r#"[{"id": 1, "host": "localhost", "port": 1}, {"id": 2, "host": "[::1]", "port": 1},
+        {"id": 3, "host": "nosuch.invalid", "port": 1, "resolve": "all"}]"#;
+    let c = from_text("a.json", text, false, &Overrides::default()).unwrap();
+    let backends = &c.clusters[0].backends;
+    assert_eq!(backends[0].addr, super::UNRESOLVED);
+    assert_eq!(backends[1].addr, "[::1]:1".parse().unwrap());
+    assert_eq!(backends[1].ip(), Some("::1".parse().unwrap()));
     assert_eq!(
-        c.clusters[0].backends[0].addr,
-        "127.0.0.1:1".parse().unwrap()
+        (backends[2].ip(), backends[2].resolve),
+        (None, super::Resolve::All)
     );
-    assert_eq!(c.clusters[0].backends[1].addr, "[::1]:1".parse().unwrap());
-    let text = r#"[{"id": 1, "host": "example.com", "port": 1}]"#;
-    let e = super::backends::offline(|| from_text("a.json", text, false, &Overrides::default()));
-    assert_eq!(
-        e.unwrap_err().to_string(),
-        r#"a.json:1:32: [0].host: cannot resolve "example.com": not resolved (offline)"#
+    assert_eq!(c.resolve_interval, std::time::Duration::from_secs(30));
+    assert_eq!(c.resolver, None);
+
+    let text = "resolver = '127.0.0.1:5353'\nresolve_interval = '5s'\n[[backends]]\nid = 1\nhost = 'api.test'\nport = 1\n";
+    let c = from_text("lb.toml", text, true, &Overrides::default()).unwrap();
+    assert_eq!(c.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+    assert_eq!(c.resolve_interval, std::time::Duration::from_secs(5));
+    let c = from_text(
+        "lb.toml",
+        &text.replace(":5353", ""),
+        true,
+        &Overrides::default(),
     );
+    assert_eq!(c.unwrap().resolver, Some("127.0.0.1:53".parse().unwrap()));
 }
 
 #[test]
@@ -348,7 +359,8 @@ mod error_lines {
         ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n  {"id": 2, "host": "127.0.0.1", "port": 8001}\n]"#, "servers.json:3:46: [1]: duplicate backend 127.0.0.1:8001 (also [0])"),
         ("servers.json", r#"[\n  {"id": 1, "host": "[::1]", "port": 8001},\n  {"id": 2, "host": "0:0:0:0:0:0:0:1", "port": 8001}\n]"#, "servers.json:3:52: [1]: duplicate backend [0:0:0:0:0:0:0:1]:8001: same address [::1]:8001 as [0] ([::1]:8001)"),
         ("servers.json", r#"[{"id": 1, "host": "", "port": 80}]"#, "servers.json:1:21: [0].host: must not be empty"),
-        ("servers.json", r#"[{"id": 1, "host": "nosuch.invalid", "port": 80}]"#, r#"servers.json:1:35: [0].host: cannot resolve "nosuch.invalid": ..."#),
+        ("servers.json", r#"[{"id": 1, "host": "api:8080", "port": 80}]"#, r#"servers.json:1:29: [0].host: "api:8080" is not a host name or IP address (the port goes in `port`)"#),
+        ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80, "resolve": "some"}]"#, "servers.json:1:61: [0].resolve: unknown variant `some`, expected `first` or `all`"),
         ("servers.json", r#"[{"id": 1, "host": "127.0.0.1", "port": 80}, 5]"#, "servers.json:1:46: [1]: invalid type: integer `5`, expected a backend with id, host and port"),
         ("servers.json", r#"[]"#, "servers.json:1:2: no backends"),
         ("servers.json", r#"[\n  {"id": 1, "host": "127.0.0.1", "port": 8001},\n]"#, "servers.json:3:1: trailing comma"),
@@ -358,7 +370,7 @@ mod error_lines {
         // The full form in JSON.
         ("lb.json", r#"{"port": 8000}"#, "lb.json: missing field `backends`"),
         ("lb.json", r#"{"backends": []}"#, "lb.json:1:15: backends: no backends"),
-        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `health_check`, `balance`, `hash_key`, `hash_bound`, `passive_health`, `slow_start`, `retries`, `resolve_interval`, `pools`, `routes`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
+        ("lb.json", r#"{"backends": {B}, "listen": "x"}"#, "lb.json:1:69: listen: unknown field `listen`, expected one of `host`, `port`, `workers`, `access_log`, `access_log_format`, `max_connections`, `backends`, `resolver`, `health_check`, `balance`, `hash_key`, `hash_bound`, `passive_health`, `slow_start`, `retries`, `resolve_interval`, `pools`, `routes`, `timeouts`, `pool`, `admin`, `admin_token`, `mode`, `tls`, `listeners`, `accept_proxy`"),
         ("lb.json", r#"{"backends": {B}, "host": ""}"#, "lb.json:1:72: host: must not be empty"),
         ("lb.json", r#"{"backends": {B}, "port": 65536}"#, "lb.json:1:74: port: port must be between 0 and 65535, got 65536"),
         ("lb.json", r#"{"backends": {B}, "workers": 0}"#, "lb.json:1:73: workers: must be at least 1, got 0"),
@@ -396,7 +408,7 @@ mod error_lines {
         ("lb.toml", r#"backends = []\n"#, "lb.toml:1:12: backends: no backends"),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\ninterval = '-1s'\n"#, "lb.toml:3:12: health_check.interval: must not be negative"),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[health_check]\nstatuses = ['200-399', 600]\n"#, "lb.toml:3:24: health_check.statuses[1]: status must be between 100 and 599, got 600"),
-        ("lb.toml", r#"backends = [{id = 1, host = 'nosuch.invalid', port = 1}]\n"#, r#"lb.toml:1:29: backends[0].host: cannot resolve "nosuch.invalid": ..."#),
+        ("lb.toml", r#"resolver = 'dns.local'\nbackends = [{id = 1, host = '127.0.0.1', port = 1}]\n"#, r#"lb.toml:1:12: resolver: expected the DNS server's IP:PORT (e.g. 127.0.0.1:53, [::1]:5353) or IP, got "dns.local""#),
         ("lb.toml", r#"backends = [{id = 1, host = '127.0.0.1', port = 1}]\n[pool]\nmax_idle_per_backend = -1\n"#, "lb.toml:3:24: pool.max_idle_per_backend: must be at least 0, got -1"),
         // Upstream TLS: the files are read where they are named.
         ("lb.toml", r#"[[backends]]\nid = 1\nhost = '127.0.0.1'\nport = 1\ntls = true\nca = '/nonexistent/ca.pem'\n"#, "lb.toml:6:6: backends[0].ca: /nonexistent/ca.pem: cannot read: No such file or directory (os error 2)"),

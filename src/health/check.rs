@@ -7,7 +7,8 @@
 //! A check reaches the backend the way requests do (`upstream::connector`): over TLS for a `tls` backend (so a `tcp`
 //! check of one passes only once the handshake, verification included, has), and in the backend's HTTP version:
 //! HTTP/1.1, or HTTP/2 for `protocol = "h2c"` and `"h2"`. A backend that answers a check but not in the way requests
-//! will need is not healthy.
+//! will need is not healthy. A backend whose host name does not resolve yet is not connected to at all: its checks
+//! fail ("name does not resolve") until the name resolves, which makes it another backend (see `dns`).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -196,6 +197,10 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> Result<Option<u16>, 
         status: None,
         error,
     };
+    // A backend whose host name has no address yet has no place to be checked at (its address is a placeholder).
+    if !backend.is_resolved() {
+        return Err(fail("name does not resolve".to_owned()));
+    }
     // The check's own timeout bounds the connect. A `send_proxy` backend gets a header naming no client first.
     let prelude = backend.options.send_proxy.map(proxy_protocol::local_header);
     let stream = connector::connect(backend, config.timeout, prelude.as_deref())

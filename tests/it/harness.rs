@@ -8,6 +8,7 @@
 mod admin;
 mod backend;
 mod browser;
+mod dns;
 pub mod gauged;
 mod h2;
 mod handoff;
@@ -31,6 +32,7 @@ use tokio::process::{Child, Command};
 
 pub use backend::{pattern_chunks, pattern_sha256, RawBackend, TestBackend, HEALTH_PATH};
 pub use browser::{Browser, Page};
+pub use dns::TestDns;
 pub use h2::{
     grpc_client, h2_fetch, h2_request, h2c_client, GrpcBackend, H2Backend, RawCodec, RawH2, CANCEL,
     ENHANCE_YOUR_CALM, GOAWAY, REFUSED_STREAM, RST_STREAM,

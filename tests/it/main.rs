@@ -13,6 +13,7 @@ mod commands;
 mod config_errors;
 mod config_forms;
 mod dashboard;
+mod dns;
 mod failures;
 mod framing;
 mod generic;

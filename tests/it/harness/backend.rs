@@ -107,6 +107,17 @@ impl TestBackend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a backend");
+        TestBackend::serve_on(id, listener)
+    }
+
+    /// A backend on `addr` (another loopback address than 127.0.0.1, say, for names that resolve to it), or `None`
+    /// when it is taken.
+    pub async fn start_at(id: u64, addr: SocketAddr) -> Option<Self> {
+        let listener = TcpListener::bind(addr).await.ok()?;
+        Some(TestBackend::serve_on(id, listener))
+    }
+
+    fn serve_on(id: u64, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("backend address");
         let shared = Arc::new(Shared {
             id,
