@@ -26,6 +26,7 @@ mod honest;
 mod in_process;
 mod limits;
 mod metrics;
+mod passive_health;
 mod process_log;
 mod proxy_protocol;
 mod redirect;
