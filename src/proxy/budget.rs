@@ -3,9 +3,10 @@
 //! retry storm does not multiply the load on them.
 //!
 //! *Recent* is the last [`WINDOW_SECONDS`] seconds, kept as one bucket per second (requests and retries). A retry is
-//! allowed when the window's retries, this one included, stay within `budget_percent` % of its requests, or when
-//! fewer than the floor were made in the current second (so that a quiet balancer can still retry, and a storm is
-//! held to the floor beyond its share).
+//! allowed when the window's retries, this one included, stay within `budget_percent` % of its requests plus the
+//! floor's reserve for the window (`RETRY_FLOOR_PER_SECOND` × [`WINDOW_SECONDS`]), as Finagle's budget does: a
+//! quiet balancer can still retry a short burst of failures (30 within 10 s), and a storm is held to its share
+//! plus that reserve.
 //!
 //! Requests are many and retries rare, so the two are counted differently. A request is counted on its worker's
 //! own counter (one writer, a plain load and store, no line shared with another core: as `backend::stats`). The
@@ -117,13 +118,11 @@ impl Window {
                 retries += counted.retries;
             }
         }
-        let this_second = &mut self.seconds[bucket];
-        let within_share =
-            u128::from(retries + 1) * 100 <= u128::from(requests) * u128::from(percent);
-        let within_floor = this_second.retries < u64::from(RETRY_FLOOR_PER_SECOND);
-        let fits = within_share || within_floor;
+        let reserve = u128::from(RETRY_FLOOR_PER_SECOND) * u128::from(WINDOW_SECONDS) * 100;
+        let fits =
+            u128::from(retries + 1) * 100 <= u128::from(requests) * u128::from(percent) + reserve;
         if fits {
-            this_second.retries += 1;
+            self.seconds[bucket].retries += 1;
         }
         fits
     }
@@ -133,7 +132,8 @@ impl Window {
 mod tests {
     use super::*;
 
-    const FLOOR: usize = RETRY_FLOOR_PER_SECOND as usize;
+    /// The floor's reserve for a window: 30.
+    const RESERVE: usize = (RETRY_FLOOR_PER_SECOND as u64 * WINDOW_SECONDS) as usize;
 
     /// How many of `tries` retries at `now_ms` the window allows, with `requests` counted so far.
     fn allowed(
@@ -151,24 +151,28 @@ mod tests {
     #[test]
     fn a_fifth_of_recent_requests_plus_the_floor() {
         let mut window = Window::default();
-        // 100 requests by 0.5 s; then every one of them wants a retry.
-        assert_eq!(allowed(&mut window, 20, 100, 500, 100), 20);
-        // The same second: no more (the floor is spent too).
-        assert_eq!(allowed(&mut window, 20, 100, 900, 10), 0);
-        // The next second: only the floor, since the share is spent.
-        assert_eq!(allowed(&mut window, 20, 100, 1_500, 10), FLOOR);
-        // 50 more requests: room for 30 retries in the window, 23 made: 7 more (the floor is within them).
-        assert_eq!(allowed(&mut window, 20, 150, 2_500, 100), 7);
+        // 1000 requests by 0.5 s; then every one of them wants a retry: 200 + 30.
+        assert_eq!(allowed(&mut window, 20, 1_000, 500, 1_000), 200 + RESERVE);
+        // The window is spent: no more, this second or the next.
+        assert_eq!(allowed(&mut window, 20, 1_000, 900, 10), 0);
+        assert_eq!(allowed(&mut window, 20, 1_000, 1_500, 10), 0);
+        // 50 more requests: 10 more retries.
+        assert_eq!(allowed(&mut window, 20, 1_050, 2_500, 100), 10);
     }
 
     #[test]
-    fn the_floor_lets_a_quiet_balancer_retry() {
+    fn the_floor_lets_a_quiet_balancer_retry_a_burst() {
         let mut window = Window::default();
-        assert_eq!(allowed(&mut window, 20, 1, 0, 10), FLOOR);
-        assert_eq!(allowed(&mut window, 20, 1, 1_000, 10), FLOOR);
+        assert_eq!(allowed(&mut window, 20, 1, 0, 100), RESERVE);
         assert_eq!(
-            allowed(&mut window, 0, 10_000, 2_000, 10),
-            FLOOR,
+            allowed(&mut window, 20, 1, 5_000, 10),
+            0,
+            "within the window"
+        );
+        let mut window = Window::default();
+        assert_eq!(
+            allowed(&mut window, 0, 10_000, 2_000, 100),
+            RESERVE,
             "0 %: the floor only"
         );
     }
@@ -176,13 +180,14 @@ mod tests {
     #[test]
     fn old_requests_and_retries_leave_the_window() {
         let mut window = Window::default();
-        assert_eq!(allowed(&mut window, 20, 1_000, 0, 300), 200);
-        // 9.9 s later, still in the window: nothing but the floor.
-        assert_eq!(allowed(&mut window, 20, 1_000, 9_900, 10), FLOOR);
+        assert_eq!(allowed(&mut window, 20, 1_000, 0, 300), 200 + RESERVE);
+        // 9.9 s later, still in the window: nothing.
+        assert_eq!(allowed(&mut window, 20, 1_000, 9_900, 10), 0);
         // 10 s later the first second's requests and retries are out: no request is recent, so the floor only.
-        assert_eq!(allowed(&mut window, 20, 1_000, 10_000, 10), FLOOR);
-        // Requests since a look long ago count for the window's share of them: 10 s of 100 s.
-        assert_eq!(allowed(&mut window, 20, 2_000, 110_000, 100), 20);
+        assert_eq!(allowed(&mut window, 20, 1_000, 10_000, 100), RESERVE);
+        // Requests since a look long ago count for the window's share of them: 10 s of 100 s (the retries made at
+        // 10 s are out of the window by 110 s).
+        assert_eq!(allowed(&mut window, 20, 2_000, 110_000, 100), 20 + RESERVE);
     }
 
     #[test]
