@@ -142,6 +142,13 @@ impl Backend {
             .is_some_and(|max| self.state.in_flight.load(Ordering::Relaxed) >= max)
     }
 
+    /// Its weight at full, in the scale of [`Backend::effective_weight`]: `weight × WEIGHT_SCALE` (what to compare
+    /// an effective weight with, to know how far its ramp has come).
+    #[inline]
+    pub fn full_weight(&self) -> u32 {
+        self.weight.saturating_mul(WEIGHT_SCALE)
+    }
+
     /// Its weight now, in [`WEIGHT_SCALE`]ths of a `weight` unit: `weight × WEIGHT_SCALE`, or less while it ramps
     /// up after coming up (slow start: linearly from 10% to full over its pool's window, never 0 unless `weight`
     /// is 0). Only the ratios between backends mean something; compare it with other backends' effective weights,
@@ -150,7 +157,7 @@ impl Backend {
     /// Without slow start it costs a multiplication; during a ramp, a clock read; after it, one relaxed load.
     #[inline]
     pub fn effective_weight(&self) -> u32 {
-        let full = self.weight.saturating_mul(WEIGHT_SCALE);
+        let full = self.full_weight();
         match self.slow_start {
             None => full,
             Some(window) => self.state.ramped(full, window, clock::now_ms()),
@@ -209,6 +216,7 @@ mod tests {
         };
         let steady = Backend::new(&config, None, 1);
         assert_eq!(steady.effective_weight(), 3 * WEIGHT_SCALE);
+        assert_eq!(steady.full_weight(), steady.effective_weight());
         let window = std::time::Duration::from_secs(3600);
         let ramping = Backend::new(&config, None, 1).in_cluster(0, Some(window));
         let now = ramping.effective_weight();
