@@ -259,12 +259,17 @@ async fn the_retry_budget_stops_a_retry_storm() {
 #[tokio::test]
 async fn slow_start_ramps_a_backend_that_came_back() {
     let (one, two) = (TestBackend::start(1).await, TestBackend::start(2).await);
+    let started = Instant::now();
     let lb = TestLb::builder()
         .backends(&[&one, &two])
         .set("slow_start", json!({"window": "3s"}))
         .start()
         .await;
     lb.wait_serving(&[1, 2]).await;
+    // Every backend is new at the start and ramps with the others: wait until that is over.
+    while started.elapsed() < Duration::from_millis(3200) {
+        lb.answers(1).await;
+    }
 
     two.set_healthy(false);
     lb.wait_log(&format!("backend 2 {} down", two.addr()), PATIENCE)
