@@ -12,6 +12,7 @@
 //! | `lb_backend_up` | gauge | `backend` | 1 while health checks say up |
 //! | `lb_backend_in_flight` | gauge | `backend` | requests being attempted on it |
 //! | `lb_health_checks_total` | counter | `backend`, `result` | checks by result (`pass`, `fail`) |
+//! | `lb_backend_ejections_total` | counter | `backend` | times passive health ejected it |
 //! | `lb_retries_total` | counter | | attempts after a request's first |
 //! | `lb_client_connections` | gauge | | client connections open |
 //! | `lb_backend_connections` | gauge | `backend` | connections open to it (pooled and in use) |
@@ -105,6 +106,7 @@ struct BackendFigures {
     in_flight: usize,
     checks_passed: u64,
     checks_failed: u64,
+    ejections: u64,
 }
 
 impl Figures {
@@ -122,6 +124,7 @@ impl Figures {
                     in_flight: state.in_flight.load(Ordering::Relaxed),
                     checks_passed: state.checks_passed.load(Ordering::Relaxed),
                     checks_failed: state.checks_failed.load(Ordering::Relaxed),
+                    ejections: state.outlier.ejections(),
                 }
             })
             .collect();
@@ -230,6 +233,13 @@ impl Collector for Figures {
                 let labels = [("backend", backend.id.as_str()), ("result", result)];
                 ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
             }
+        }
+
+        let help = "Times passive health ejected the backend";
+        let mut family = encoder.encode_descriptor("lb_backend_ejections", help, None, counter)?;
+        for backend in &self.backends {
+            let labels = [("backend", backend.id.as_str())];
+            ConstCounter::new(backend.ejections).encode(family.encode_family(&labels)?)?;
         }
 
         let help = "Attempts after a request's first (another backend, or a new connection after a kept-alive one failed)";

@@ -17,6 +17,8 @@
 //!   null when health is up.
 //! - `checks`: the last 10, newest first; `ms` is how long the check took.
 //! - `requests`: answers from the backend so far (every status class), summed over the workers.
+//! - `ejected`: whether passive health ejected it (it gets no new requests whatever `state` says), `ejected_until`
+//!   when that ends (null when not ejected), `ejections`: how often it was since it appeared.
 //!
 //! Times are RFC 3339 in UTC with milliseconds (`Z`). `config` is the file reloads re-read, as given on the command
 //! line (null for `lb demo`, which has none).
@@ -30,7 +32,7 @@ use serde::Serialize;
 use super::answer::{self, Answer};
 use super::Plane;
 use crate::backend::history::Check;
-use crate::backend::{AdminState, Backend};
+use crate::backend::{clock, AdminState, Backend};
 
 #[derive(Serialize)]
 struct Status<'a> {
@@ -69,6 +71,9 @@ struct BackendStatus<'a> {
     checks_passed: u64,
     checks_failed: u64,
     connect_failures: u64,
+    ejected: bool,
+    ejected_until: Option<String>,
+    ejections: u64,
 }
 
 #[derive(Serialize)]
@@ -112,6 +117,7 @@ fn backend(backend: &Backend) -> BackendStatus<'_> {
     let state = &backend.state;
     let (admin, healthy) = (state.admin(), backend.is_healthy());
     let history = state.history.view();
+    let ejected = backend.is_ejected();
     let since = match admin {
         AdminState::Enabled => history.since,
         _ => history.admin_since,
@@ -131,6 +137,9 @@ fn backend(backend: &Backend) -> BackendStatus<'_> {
         checks_passed: state.checks_passed.load(Ordering::Relaxed),
         checks_failed: state.checks_failed.load(Ordering::Relaxed),
         connect_failures: state.connect_failures.load(Ordering::Relaxed),
+        ejected,
+        ejected_until: ejected.then(|| timestamp(ejection_end(state.outlier.ejected_until_ms()))),
+        ejections: state.outlier.ejections(),
     }
 }
 
@@ -143,6 +152,12 @@ fn check(check: &Check) -> CheckStatus {
         // To the hundredth of a millisecond: finer says nothing on a loopback check's jitter.
         ms: (check.took.as_secs_f64() * 100_000.0).round() / 100.0,
     }
+}
+
+/// The wall-clock time of `until`, a deadline of the backend clock.
+fn ejection_end(until: u64) -> SystemTime {
+    let left = until.saturating_sub(clock::now_ms());
+    SystemTime::now() + std::time::Duration::from_millis(left)
 }
 
 /// `2026-01-02T03:04:05.678Z`.

@@ -4,7 +4,8 @@
 //! - `since`: when the current health state began (the first check counts: a backend down at its first check is
 //!   down since then); likewise `admin_since` for the operator's state.
 //! - `reason`: while down, `3 checks failed, last: connection refused` (consecutive failures so far and the latest
-//!   error, so it says what is wrong *now*); none while up.
+//!   error, so it says what is wrong *now*), or `taken out: 3 consecutive connect failures` when requests took it
+//!   out before its checks did (until the next check says more); none while up.
 //! - the last [`KEPT`] checks, newest first.
 //!
 //! It lives in the backend's live state, so a reload that keeps the backend keeps its history. Written by the
@@ -111,6 +112,14 @@ impl History {
             inner.checks.pop_back();
         }
         inner.checks.push_front(check);
+    }
+
+    /// Notes that requests took the backend out now, for `reason`, until its next passed check.
+    pub fn taken_out(&self, reason: &str) {
+        let mut inner = self.lock();
+        inner.up = Some(false);
+        inner.since = SystemTime::now();
+        inner.reason = Some(format!("taken out: {reason}"));
     }
 
     /// Notes that the operator's state changed now.

@@ -9,6 +9,7 @@
 //! This module sits below both `balance` (which reads backends to choose one) and `upstream` (whose snapshot holds
 //! backends and the balancer built over them), so that neither imports the other backwards.
 
+pub mod clock;
 pub mod history;
 pub mod outlier;
 mod state;
@@ -22,6 +23,10 @@ use std::sync::Arc;
 pub use state::{AdminState, BackendState, InFlight};
 
 use crate::config::{BackendConfig, BackendOptions};
+
+/// What [`Backend::effective_weight`] is counted in: a `weight` of 1 at full is this much, so that a ramp keeps
+/// its precision in integers (a weight of 1 at 10% is 100).
+pub const WEIGHT_SCALE: u32 = 1000;
 
 /// A backend as the data plane sees it: identity plus a handle on its live state.
 #[derive(Debug)]
@@ -111,17 +116,33 @@ impl Backend {
         self.state.healthy.load(Ordering::Relaxed)
     }
 
-    /// Whether new requests may go to it: healthy, and enabled by the operator (not disabled, not draining), and
-    /// at an address (its checks fail while its name does not resolve; this says it even before they have).
-    /// (Not whether it is full: see [`Backend::is_full`].)
+    /// Whether new requests may go to it: healthy, enabled by the operator (not disabled, not draining), at an
+    /// address (its checks fail while its name does not resolve; this says it even before they have), and not
+    /// ejected by passive health. (Not whether it is full: see [`Backend::is_full`].)
+    ///
+    /// Read per pick: a few relaxed loads while it is not ejected. An ejection that is over ends here, for whoever
+    /// asks first (see `outlier`).
+    #[inline]
     pub fn is_eligible(&self) -> bool {
-        self.is_healthy() && self.state.admin() == AdminState::Enabled && self.is_resolved()
+        self.is_healthy()
+            && self.state.admin() == AdminState::Enabled
+            && self.is_resolved()
+            && !self.is_ejected()
     }
 
     /// Whether it has an address to connect to: not a host name that never resolved (`config::UNRESOLVED`).
     #[inline]
     pub fn is_resolved(&self) -> bool {
         self.addr.port() != 0
+    }
+
+    /// Whether passive health ejected it, and the ejection is not over.
+    #[inline]
+    pub fn is_ejected(&self) -> bool {
+        match self.state.outlier.ejected_until_ms() {
+            0 => false,
+            until => outlier::still_ejected(self, until, clock::now_ms()),
+        }
     }
 
     /// Whether it has as many requests in flight as `max_connections` allows.
@@ -131,11 +152,26 @@ impl Backend {
             .is_some_and(|max| self.state.in_flight.load(Ordering::Relaxed) >= max)
     }
 
-    /// Its weight now: `weight`, or less while it ramps up after coming up (slow start).
-    /// STUB (issue 11, in progress): no ramp yet.
+    /// Its weight at full, in the scale of [`Backend::effective_weight`]: `weight × WEIGHT_SCALE` (what to compare
+    /// an effective weight with, to know how far its ramp has come).
+    #[inline]
+    pub fn full_weight(&self) -> u32 {
+        self.weight.saturating_mul(WEIGHT_SCALE)
+    }
+
+    /// Its weight now, in [`WEIGHT_SCALE`]ths of a `weight` unit: `weight × WEIGHT_SCALE`, or less while it ramps
+    /// up after coming up (slow start: linearly from 10% to full over its pool's window, never 0 unless `weight`
+    /// is 0). Only the ratios between backends mean something; compare it with other backends' effective weights,
+    /// never with a `weight`. At most 1000 × 1000 per backend: sum them in a `u64`.
+    ///
+    /// Without slow start it costs a multiplication; during a ramp, a clock read; after it, one relaxed load.
     #[inline]
     pub fn effective_weight(&self) -> u32 {
-        self.weight
+        let full = self.full_weight();
+        match self.slow_start {
+            None => full,
+            Some(window) => self.state.ramped(full, window, clock::now_ms()),
+        }
     }
 }
 
@@ -176,5 +212,29 @@ mod tests {
         backend.state.set_admin(AdminState::Enabled);
         backend.state.healthy.store(false, Ordering::Relaxed);
         assert!(!backend.is_eligible(), "down");
+    }
+
+    #[test]
+    fn effective_weight_is_scaled_and_ramps_only_with_slow_start() {
+        let mut config = BackendConfig {
+            id: 1,
+            host: "localhost".into(),
+            port: 8001,
+            addr: ([127, 0, 0, 1], 8001).into(),
+            options: Default::default(),
+            weight: 3,
+            max_connections: None,
+            resolve: Default::default(),
+        };
+        let steady = Backend::new(&config, None, 1);
+        assert_eq!(steady.effective_weight(), 3 * WEIGHT_SCALE);
+        assert_eq!(steady.full_weight(), steady.effective_weight());
+        let window = std::time::Duration::from_secs(3600);
+        let ramping = Backend::new(&config, None, 1).in_cluster(0, Some(window));
+        let now = ramping.effective_weight();
+        assert!((300..3000).contains(&now), "{now}: just added, it ramps");
+        config.weight = 0;
+        let none = Backend::new(&config, None, 1).in_cluster(0, Some(window));
+        assert_eq!(none.effective_weight(), 0);
     }
 }

@@ -90,6 +90,7 @@ where
             cluster.observe(index, Observed::ConnectFailed);
             continue;
         };
+        cluster.observe(index, Observed::Connected);
         backend.state.stats.opened(worker.index());
         let idle = snapshot.timeouts.tunnel_idle;
         let relayed = copy_both_ways(&mut client, &mut upstream, &leftover, first, idle).await;

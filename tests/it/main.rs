@@ -29,6 +29,7 @@ mod in_process;
 mod limits;
 mod limits_per_backend;
 mod metrics;
+mod passive_health;
 mod process_log;
 mod proxy_protocol;
 mod redirect;

@@ -411,6 +411,7 @@ async fn the_exposition_names_every_metric_once_in_either_format() {
         "lb_backend_up",
         "lb_backend_in_flight",
         "lb_health_checks_total",
+        "lb_backend_ejections_total",
         "lb_retries_total",
         "lb_client_connections",
         "lb_backend_connections",
