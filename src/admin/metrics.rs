@@ -112,13 +112,19 @@ struct BackendFigures {
 impl Figures {
     fn read(plane: &Plane) -> Figures {
         let snapshot = plane.routing.load();
+        // The members of a `resolve = "all"` backend share its id: each is labelled `ID@ADDRESS` so that no two
+        // series are the same (a backend with one address keeps its plain id).
+        let shared = |id: u64| snapshot.backends.iter().filter(|b| b.id == id).count() > 1;
         let backends = snapshot
             .backends
             .iter()
             .map(|backend| {
                 let state = &backend.state;
                 BackendFigures {
-                    id: backend.id.to_string(),
+                    id: match shared(backend.id) {
+                        true => format!("{}@{}", backend.id, backend.addr),
+                        false => backend.id.to_string(),
+                    },
                     totals: state.stats.totals(),
                     up: backend.is_healthy(),
                     in_flight: state.in_flight.load(Ordering::Relaxed),

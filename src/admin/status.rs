@@ -33,6 +33,7 @@ use super::answer::{self, Answer};
 use super::Plane;
 use crate::backend::history::Check;
 use crate::backend::{clock, AdminState, Backend};
+use crate::upstream::Snapshot;
 
 #[derive(Serialize)]
 struct Status<'a> {
@@ -59,6 +60,10 @@ struct Reloads {
 struct BackendStatus<'a> {
     id: u64,
     address: &'a str,
+    /// Where connections go: the address itself, or what its host name resolved to (`null` while it does not).
+    resolved: Option<String>,
+    /// Its pool: `""` for the top-level backends, else the `[pools.NAME]` name.
+    pool: &'a str,
     state: &'static str,
     health: &'static str,
     admin: &'static str,
@@ -91,7 +96,11 @@ pub fn render(plane: &Plane) -> Answer {
         generation: snapshot.generation,
         config: plane.config_path.as_deref(),
         loaded_at: timestamp(snapshot.loaded_at),
-        backends: snapshot.backends.iter().map(|b| backend(b)).collect(),
+        backends: snapshot
+            .backends
+            .iter()
+            .map(|b| backend(b, &snapshot))
+            .collect(),
         version: env!("CARGO_PKG_VERSION"),
         workers: plane.workers.len(),
         client_connections: plane.workers.iter().map(|w| w.open()).sum(),
@@ -113,7 +122,7 @@ pub fn state_word(admin: AdminState, healthy: bool) -> &'static str {
     }
 }
 
-fn backend(backend: &Backend) -> BackendStatus<'_> {
+fn backend<'a>(backend: &'a Backend, snapshot: &'a Snapshot) -> BackendStatus<'a> {
     let state = &backend.state;
     let (admin, healthy) = (state.admin(), backend.is_healthy());
     let history = state.history.view();
@@ -125,6 +134,8 @@ fn backend(backend: &Backend) -> BackendStatus<'_> {
     BackendStatus {
         id: backend.id,
         address: &backend.authority,
+        resolved: backend.is_resolved().then(|| backend.addr.to_string()),
+        pool: &snapshot.clusters[backend.cluster].name,
         state: state_word(admin, healthy),
         health: if healthy { "up" } else { "down" },
         admin: admin.as_str(),
