@@ -74,3 +74,7 @@ mod upstream;
 mod worker;
 
 pub use server::{Drained, ReloadError, Reloaded, Server, StartError};
+
+/// What the `pick` microbenchmark (`bench/pick.rs`) measures: a balancer over test backends. Not an API.
+#[doc(hidden)]
+pub use balance::testing::PickBench;
