@@ -16,7 +16,8 @@
 //! - **An ineligible backend** (down, full, already tried): its keys go to the next entries of the table (`i+1`,
 //!   `i+2`, …), which spread them over the others by the table's own shares; every other key stays where it was.
 //! - **Slow start**: a ramping backend keeps the share `effective / configured weight` of its keys (chosen by a
-//!   second hash of the key, so the same keys come back first) and passes the others on as if it were ineligible.
+//!   second hash of the key, so the same keys come back first) and passes the others on as if it were ineligible
+//!   (when every eligible backend ramps and passes a key on, the first of them takes it).
 //! - **Bounded load** (`hash_bound = c`, Google's "consistent hashing with bounded loads"): a backend with
 //!   `in flight + 1 > ceil(c × (in flight of the eligible + 1) / eligible count)` is passed over like an ineligible
 //!   one. The ceiling makes room for at least one backend, so a pick always finds one.
@@ -48,7 +49,10 @@ pub fn table_size(backends: usize) -> usize {
 }
 
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 #[derive(Debug)]
@@ -159,28 +163,28 @@ impl Balance for Maglev {
         };
         // Each backend is looked at once however often it comes up; the probe stops when every one has been.
         let mut seen = Seen::new(backends.len(), self.members);
-        let mut over_cap = None;
+        let mut passed_over = None;
         let start = (mix64(key) % size as u64) as usize;
         for step in 0..size {
             let index = self.table[(start + step) % size] as usize;
             if index >= backends.len() || !seen.first_time(index) {
                 continue;
             }
-            if eligible(index) && keeps(index) {
+            if eligible(index) {
                 let in_flight = backends[index].state.in_flight.load(Ordering::Relaxed);
-                match cap {
-                    Some(cap) if in_flight + 1 > cap => {
-                        over_cap.get_or_insert(index);
-                    }
-                    _ => return Some(index),
+                if keeps(index) && cap.is_none_or(|cap| in_flight < cap) {
+                    return Some(index);
                 }
+                passed_over.get_or_insert(index);
             }
             if seen.all() {
                 break;
             }
         }
-        // Every eligible backend over the cap can only come of counts moving during the pick: the first of them.
-        over_cap
+        // Every eligible backend was passed over: all ramping up and this key not among those they keep yet, or
+        // all over the cap (only when counts move during the pick). A ramp or a bound spreads requests; it never
+        // refuses one: the first of them.
+        passed_over
     }
 }
 
