@@ -66,10 +66,10 @@ mod tests {
         set_in_flight(&backends[0], 10);
         set_in_flight(&backends[1], 3);
         set_in_flight(&backends[2], 0);
-        let counts = counts(&balancer, &backends, 3000);
+        let picked = counts(&balancer, &backends, 3000);
         // The busiest loses every pair; the idlest wins both of its pairs.
-        assert_eq!(counts[0], 0, "{counts:?}");
-        assert!((1900..2100).contains(&counts[2]), "{counts:?}");
+        assert_eq!(picked[0], 0, "{picked:?}");
+        assert!((1900..2100).contains(&picked[2]), "{picked:?}");
     }
 
     #[test]
@@ -86,9 +86,9 @@ mod tests {
     fn at_rest_picks_follow_the_weights() {
         let backends = backends(&[3, 1, 1]);
         let balancer = LeastRequest::new(&backends, Rng::seeded(7));
-        let counts = counts(&balancer, &backends, 10_000);
-        for (count, expected) in counts.iter().zip([6000, 2000, 2000]) {
-            assert!(count.abs_diff(expected) < 200, "{counts:?}");
+        let picked = counts(&balancer, &backends, 10_000);
+        for (count, expected) in picked.iter().zip([6000, 2000, 2000]) {
+            assert!(count.abs_diff(expected) < 200, "{picked:?}");
         }
     }
 

@@ -64,20 +64,20 @@ mod tests {
 
     #[test]
     fn shares_follow_the_weights() {
-        let counts = counts(&[3, 1, 1], 20_000, &|_| true);
-        for (count, expected) in counts.iter().zip([12_000, 4_000, 4_000]) {
-            assert!(count.abs_diff(expected) < 300, "{counts:?}");
+        let picked = counts(&[3, 1, 1], 20_000, &|_| true);
+        for (count, expected) in picked.iter().zip([12_000, 4_000, 4_000]) {
+            assert!(count.abs_diff(expected) < 300, "{picked:?}");
         }
     }
 
     #[test]
     fn an_ineligible_backend_shares_out_by_weight() {
-        let counts = counts(&[2, 1, 1], 20_000, &|i| i != 0);
-        assert_eq!(counts[0], 0);
-        assert!(counts[1].abs_diff(10_000) < 300, "{counts:?}");
+        let picked = counts(&[2, 1, 1], 20_000, &|i| i != 0);
+        assert_eq!(picked[0], 0);
+        assert!(picked[1].abs_diff(10_000) < 300, "{picked:?}");
         // One eligible among many: found by the scan when draws miss.
-        let counts = super::tests::counts(&[1; 40], 100, &|i| i == 39);
-        assert_eq!(counts[39], 100);
+        let picked = counts(&[1; 40], 100, &|i| i == 39);
+        assert_eq!(picked[39], 100);
     }
 
     #[test]
