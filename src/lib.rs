@@ -36,7 +36,8 @@
 //! - `failure`: what went wrong, as a kind (whose fault, which status); `log_limit`: failure lines that cannot
 //!   flood (the first in full, the rest summed up once a second).
 //! - `balance`: the selection API (a balancer built per snapshot, asked per request with the candidates: backends,
-//!   a request key, a filter for health, admin state and retries) and its algorithms (round robin).
+//!   a request key, a filter for health, admin state and retries) and its algorithms (round robin, smooth weighted
+//!   round robin, least request and peak EWMA by two random choices, weighted random, Maglev).
 //! - `upstream`: the routing snapshot (carried over by backend identity, published atomically) and the per-thread
 //!   connection pool.
 //! - `backend`: a backend's identity and its live state (health, admin state, requests in flight with their RAII
@@ -79,3 +80,7 @@ mod upstream;
 mod worker;
 
 pub use server::{Drained, ReloadError, Reloaded, Server, StartError};
+
+/// What the `pick` microbenchmark (`bench/pick.rs`) measures: a balancer over test backends. Not an API.
+#[doc(hidden)]
+pub use balance::testing::PickBench;
