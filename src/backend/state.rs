@@ -10,9 +10,6 @@
 //!   failure, or the request's future being dropped (the client went away, the server stopped). A count that only
 //!   goes up on one path and down on another would leak; a guard cannot. Least-request balancing reads it, and so
 //!   does a drain (a draining backend is done when it reaches 0).
-//! - `latency_ns`: the slot for a latency estimate (an EWMA of response times, in nanoseconds; 0 until measured).
-//!   Latency-aware balancing will write it from the responses it sees; nothing writes it yet, so the request path
-//!   pays nothing for it.
 //! - `outlier`: what real traffic says (`outlier.rs`): runs of failures, the ejection deadline, ejections counted.
 //!   A run of connect failures takes the backend out until its next passed health check
 //!   ([`BackendState::take_out_until_checked`]): it is marked down, and [`BackendState::checked`] keeps it down
@@ -82,12 +79,6 @@ pub struct BackendState {
     admin: AtomicU8,
     /// Requests being attempted on this backend now; see [`InFlight`].
     pub in_flight: AtomicUsize,
-    /// Estimated response latency in nanoseconds (an EWMA), 0 while unknown: filled by latency-aware balancing.
-    #[expect(
-        dead_code,
-        reason = "written and read by latency-aware balancing (a later issue)"
-    )]
-    pub latency_ns: AtomicU64,
     /// Answers from this backend and their timing, counted per worker.
     pub stats: BackendStats,
     /// Health checks that passed and failed (written by its checker only).
@@ -122,7 +113,6 @@ impl BackendState {
             healthy: AtomicBool::new(true),
             admin: AtomicU8::new(AdminState::Enabled as u8),
             in_flight: AtomicUsize::new(0),
-            latency_ns: AtomicU64::new(0),
             stats: BackendStats::new(workers),
             checks_passed: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
