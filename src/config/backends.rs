@@ -18,10 +18,17 @@ use std::net::SocketAddr;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::file::{ArrayForm, AtLeastOne, Backends, Port, Weight};
+use super::numbers::{AtLeastOne, Port, Weight};
 use super::paths::{FilePath, ServerName};
 use super::transport::{BackendOptions, ClientCertificate, Protocol, ProxyVersion, UpstreamTls};
 use super::{host_port, pem, BackendConfig, Resolve, UNRESOLVED};
+/// The backend list of the full form (`backends[i]` in messages).
+#[derive(Debug)]
+pub struct Backends(pub Vec<BackendConfig>);
+
+/// The spec's short form: the whole file is the backend list (`[i]` in messages).
+pub struct ArrayForm(pub Vec<BackendConfig>);
+
 impl<'de> Deserialize<'de> for Backends {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let visitor = BackendsVisitor {

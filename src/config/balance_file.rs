@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::file::{AtLeastOne, BudgetPercent, Percent, PositiveDuration};
+use super::duration::PositiveDuration;
+use super::numbers::{AtLeastOne, BudgetPercent, Percent};
 use super::{Algorithm, BalanceConfig, HashKey, PassiveHealth, Retries};
 
 /// The default `[slow_start] window`, as in the example and HAProxy's common `slowstart 30s`.

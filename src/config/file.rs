@@ -11,20 +11,18 @@
 //! which a later pass could no longer recover. So the backend list is read by hand-written visitors that see the
 //! entries before the current one. What needs several sources (defaults, CLI overrides) is left to `super::load`.
 
-use std::fmt;
-use std::ops::RangeInclusive;
-
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+pub use super::backends::{ArrayForm, Backends};
 pub use super::balance_file::{
     FileHashKey, FilePassiveHealth, FileRetries, FileSlowStart, HashBound,
 };
 pub use super::duration::{FileDuration, PositiveDuration};
+pub use super::health_file::FileHealth;
 use super::listeners::{Cidr, FileListener, FileTls, Mode};
+use super::numbers::{AtLeastOne, IdleCount, ListenPort};
 pub use super::pools::{FileRoute, Pools};
-use super::HealthKind;
-use super::{Algorithm, BackendConfig};
+use super::Algorithm;
 
 /// The full form. `backends` is required unless `[pools.NAME]` tables and `[[routes]]` to them are given (checked
 /// in `super::resolve`, which sees both).
@@ -105,20 +103,6 @@ impl std::str::FromStr for AccessLogFormat {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table of health check settings")]
-pub struct FileHealth {
-    pub path: Option<HealthPath>,
-    pub interval: Option<PositiveDuration>,
-    pub timeout: Option<PositiveDuration>,
-    pub rise: Option<AtLeastOne>,
-    pub fall: Option<AtLeastOne>,
-    pub statuses: Option<Statuses>,
-    /// `http` (a GET) or `tcp` (a connect); the default is `tcp` in TCP mode, else `http`.
-    #[serde(rename = "type")]
-    pub kind: Option<HealthKind>,
-}
-
-#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table of timeouts")]
 pub struct FileTimeouts {
     pub connect: Option<PositiveDuration>,
@@ -140,13 +124,6 @@ pub struct FilePool {
     pub idle_timeout: Option<PositiveDuration>,
 }
 
-/// The backend list of the full form (`backends[i]` in messages).
-#[derive(Debug)]
-pub struct Backends(pub Vec<BackendConfig>);
-
-/// The spec's short form: the whole file is the backend list (`[i]` in messages).
-pub struct ArrayForm(pub Vec<BackendConfig>);
-
 impl From<ArrayForm> for FileConfig {
     fn from(ArrayForm(backends): ArrayForm) -> FileConfig {
         FileConfig {
@@ -155,99 +132,6 @@ impl From<ArrayForm> for FileConfig {
         }
     }
 }
-
-/// An integer in `min..=max`, with a message that names the bounds.
-struct Bounded {
-    /// What the message calls the value ("port", "status"); empty when the key path says enough ("rise").
-    what: &'static str,
-    min: u64,
-    max: u64,
-}
-
-impl Bounded {
-    fn check<E: de::Error>(&self, v: i128) -> Result<u64, E> {
-        let (what, min, max) = (self.what, self.min, self.max);
-        if v >= i128::from(min) && v <= i128::from(max) {
-            return Ok(v as u64);
-        }
-        Err(E::custom(if !what.is_empty() {
-            format!("{what} must be between {min} and {max}, got {v}")
-        } else if v < i128::from(min) {
-            format!("must be at least {min}, got {v}")
-        } else {
-            format!("must be at most {max}, got {v}")
-        }))
-    }
-}
-
-impl Visitor<'_> for Bounded {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "an integer from {} to {}", self.min, self.max)
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
-        self.check(i128::from(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
-        self.check(i128::from(v))
-    }
-}
-
-/// An integer newtype checked by [`Bounded`] inside deserialization.
-macro_rules! bounded_int {
-    ($(#[$doc:meta])* $name:ident($ty:ty): $what:literal, $min:expr, $max:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy)]
-        pub struct $name(pub $ty);
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let (what, min, max) = ($what, $min, $max);
-                let n = deserializer.deserialize_u64(Bounded { what, min, max })?;
-                Ok($name(n as $ty))
-            }
-        }
-    };
-}
-
-bounded_int!(
-    /// A backend port.
-    Port(u16): "port", 1, 65535
-);
-bounded_int!(
-    /// The listen port; 0 asks for any free port.
-    ListenPort(u16): "port", 0, 65535
-);
-bounded_int!(
-    /// A count that must be at least 1 (workers, rise, fall, max_connections).
-    AtLeastOne(u32): "", 1, u64::from(u32::MAX)
-);
-bounded_int!(
-    /// Idle connections kept per backend per worker; 0 keeps none (a new connection for every request).
-    IdleCount(u32): "", 0, 1_000_000
-);
-bounded_int!(
-    /// A backend's share of new requests relative to the others of its pool; 0 gets none (still checked).
-    Weight(u32): "weight", 0, 1000
-);
-bounded_int!(
-    /// A percentage (`max_ejected_percent`).
-    Percent(u8): "", 0, 100
-);
-bounded_int!(
-    /// `[retries] budget_percent`: at most 1000 (ten retries for every request is no budget at all, and a larger
-    /// number is more likely a typo than a wish).
-    BudgetPercent(u32): "", 0, 1000
-);
-
-const STATUS: Bounded = Bounded {
-    what: "status",
-    min: 100,
-    max: 599,
-};
 
 /// The listen host: kept as written (the server resolves and binds it), only checked to be non-empty.
 #[derive(Debug, Clone, Deserialize)]
@@ -315,103 +199,5 @@ impl TryFrom<String> for AdminToken {
             return Err("must be at least 16 characters (it guards control of the balancer)");
         }
         Ok(AdminToken(token))
-    }
-}
-
-/// The health check path: it goes verbatim into a request line, so it must be an absolute path without spaces.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HealthPath(pub String);
-
-impl TryFrom<String> for HealthPath {
-    type Error = String;
-
-    fn try_from(path: String) -> Result<Self, String> {
-        if !path.starts_with('/') {
-            Err(format!("must start with '/', got {path:?}"))
-        } else if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Err(format!(
-                "must not contain spaces or control characters, got {path:?}"
-            ))
-        } else {
-            Ok(HealthPath(path))
-        }
-    }
-}
-
-/// The statuses that pass a health check: a non-empty list of statuses (`404`) and ranges (`"200-399"`).
-#[derive(Debug, Clone)]
-pub struct Statuses(pub Vec<RangeInclusive<u16>>);
-
-impl<'de> Deserialize<'de> for Statuses {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(StatusesVisitor).map(Statuses)
-    }
-}
-
-struct StatusesVisitor;
-
-impl<'de> Visitor<'de> for StatusesVisitor {
-    type Value = Vec<RangeInclusive<u16>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of statuses and ranges, such as [\"200-399\", 404]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut ranges = Vec::new();
-        while let Some(StatusRange(range)) = seq.next_element()? {
-            ranges.push(range);
-        }
-        if ranges.is_empty() {
-            return Err(de::Error::custom("no statuses: no check could ever pass"));
-        }
-        Ok(ranges)
-    }
-}
-
-struct StatusRange(RangeInclusive<u16>);
-
-impl<'de> Deserialize<'de> for StatusRange {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StatusRangeVisitor)
-    }
-}
-
-struct StatusRangeVisitor;
-
-impl Visitor<'_> for StatusRangeVisitor {
-    type Value = StatusRange;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a status such as 404 or a range such as \"200-399\"")
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusRange, E> {
-        self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusRange, E> {
-        let status = STATUS.check(i128::from(v))? as u16;
-        Ok(StatusRange(status..=status))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<StatusRange, E> {
-        let bad = |why: String| E::custom(format!("bad status range {s:?}: {why}"));
-        let number = |part: &str| -> Result<u16, E> {
-            let n: i128 = part.trim().parse().map_err(|_| {
-                bad("expected a status such as 404 or a range such as \"200-399\"".to_string())
-            })?;
-            let status = STATUS.check::<serde::de::value::Error>(n);
-            status.map(|n| n as u16).map_err(|e| bad(e.to_string()))
-        };
-        let (low, high) = match s.split_once('-') {
-            Some((low, high)) => (number(low)?, number(high)?),
-            None => (number(s)?, number(s)?),
-        };
-        if low > high {
-            return Err(bad(format!("{low} is above {high}")));
-        }
-        Ok(StatusRange(low..=high))
     }
 }

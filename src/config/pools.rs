@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::backends::PoolBackends;
 use super::balance_file::{Balancing, Resolved};
-use super::file::FileHealth;
+use super::health_file::FileHealth;
 use super::{
     BackendConfig, ClusterConfig, HealthConfig, HostMatch, RouteConfig, MAX_DEFAULT_HEALTH_TIMEOUT,
 };
