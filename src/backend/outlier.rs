@@ -293,7 +293,6 @@ pub(super) fn still_ejected(backend: &Backend, until: u64, now: u64) -> bool {
 mod tests {
     use super::*;
     use crate::backend::history::Check;
-    use crate::backend::BackendConfig;
     use std::cell::Cell;
     use std::time::SystemTime;
 
@@ -308,22 +307,7 @@ mod tests {
     }
 
     fn pool(size: u64) -> Vec<Arc<Backend>> {
-        (1..=size)
-            .map(|id| {
-                let port = 8000 + id as u16;
-                let config = BackendConfig {
-                    id,
-                    host: "127.0.0.1".into(),
-                    port,
-                    addr: ([127, 0, 0, 1], port).into(),
-                    options: Default::default(),
-                    weight: 1,
-                    max_connections: None,
-                    resolve: Default::default(),
-                };
-                Arc::new(Backend::new(&config, None, 1))
-            })
-            .collect()
+        crate::balance::testing::equal_backends(size as usize)
     }
 
     const S: u64 = 1000;

@@ -44,20 +44,7 @@ impl Balance for LeastRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{backends, equal_backends, set_in_flight};
-
-    fn counts(balancer: &LeastRequest, backends: &[Arc<Backend>], picks: usize) -> Vec<usize> {
-        let candidates = Candidates {
-            backends,
-            key: None,
-            eligible: &|_| true,
-        };
-        let mut counts = vec![0; backends.len()];
-        for _ in 0..picks {
-            counts[balancer.pick(&candidates).unwrap()] += 1;
-        }
-        counts
-    }
+    use crate::balance::testing::{backends, counts, equal_backends, set_in_flight};
 
     #[test]
     fn prefers_the_backend_with_fewer_in_flight() {

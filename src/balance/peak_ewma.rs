@@ -165,7 +165,7 @@ impl<C: Clock> Balance for PeakEwma<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{equal_backends, set_in_flight};
+    use crate::balance::testing::{counts, equal_backends, set_in_flight};
 
     /// A clock the test moves by hand.
     #[derive(Debug, Default)]
@@ -189,19 +189,6 @@ mod tests {
 
     fn balancer(backends: &[Arc<Backend>], seed: u64) -> PeakEwma<Manual> {
         PeakEwma::with_clock(backends, Rng::seeded(seed), Manual::default())
-    }
-
-    fn counts(balancer: &PeakEwma<Manual>, backends: &[Arc<Backend>], picks: usize) -> Vec<usize> {
-        let candidates = Candidates {
-            backends,
-            key: None,
-            eligible: &|_| true,
-        };
-        let mut counts = vec![0; backends.len()];
-        for _ in 0..picks {
-            counts[balancer.pick(&candidates).unwrap()] += 1;
-        }
-        counts
     }
 
     fn latency_ms(balancer: &PeakEwma<Manual>, index: usize) -> f64 {

@@ -37,6 +37,21 @@ pub fn equal_backends(count: usize) -> Vec<Arc<Backend>> {
     backends(&vec![1; count])
 }
 
+/// How many of `picks` picks, with every backend eligible, went to each backend.
+#[cfg(test)]
+pub fn counts(balancer: &dyn Balance, backends: &[Arc<Backend>], picks: usize) -> Vec<usize> {
+    let candidates = Candidates {
+        backends,
+        key: None,
+        eligible: &|_| true,
+    };
+    let mut counts = vec![0; backends.len()];
+    for _ in 0..picks {
+        counts[balancer.pick(&candidates).expect("an eligible backend")] += 1;
+    }
+    counts
+}
+
 /// Sets the requests in flight to the backend, as if its in-flight guards counted so many.
 #[cfg(test)]
 pub fn set_in_flight(backend: &Backend, in_flight: usize) {
