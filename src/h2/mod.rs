@@ -3,7 +3,8 @@
 //! access log lines.
 //!
 //! - `server`: the entry points ([`serve`] for HTTP/2, [`serve_h1`] for HTTP/1.1) and the limits against floods.
-//! - `forward`: the hyper service: pick, retry, forward, count, log.
+//! - `forward`: the hyper service: route, forward, count, log; `attempts`: pick and retry, lease and send;
+//!   `conn`: one client connection as its requests share it.
 //! - `clients`: per-worker senders to backends (HTTP/1.1 kept alive, HTTP/2 multiplexed).
 //! - `headers`: the heads each side gets (hop-by-hop, forwarding headers, target form).
 //! - `body`: the backend's body on its way to the client (counted, trailers included); `lb`'s own answers.
@@ -14,8 +15,10 @@
 //! Everything runs on the worker's current-thread runtime (`spawn_local`): nothing here is `Send`, nothing is
 //! shared with another worker.
 
+mod attempts;
 mod body;
 mod clients;
+mod conn;
 mod forward;
 mod headers;
 mod logged;
@@ -25,7 +28,7 @@ mod tunnel;
 
 use std::future::Future;
 
-pub use forward::Ends;
+pub use conn::Ends;
 pub use rewind::Rewind;
 pub use server::{serve, serve_h1};
 

@@ -33,7 +33,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::forward::{Conn, Ends, Generic};
+use super::conn::{Conn, Ends};
+use super::forward::Generic;
 use super::LocalExec;
 use crate::h1::request::MAX_HEAD;
 use crate::worker::Open;
