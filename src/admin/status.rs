@@ -136,7 +136,11 @@ fn backend<'a>(backend: &'a Backend, snapshot: &'a Snapshot) -> BackendStatus<'a
         address: &backend.authority,
         resolved: backend.is_resolved().then(|| backend.addr.to_string()),
         pool: &snapshot.clusters[backend.cluster].name,
-        state: state_word(admin, healthy),
+        // An up backend that passive health ejected takes no requests: say so where an operator looks first.
+        state: match ejected && healthy && admin == AdminState::Enabled {
+            true => "ejected",
+            false => state_word(admin, healthy),
+        },
         health: if healthy { "up" } else { "down" },
         admin: admin.as_str(),
         since: timestamp(since),

@@ -174,7 +174,7 @@ fn observe_at(
             OTHER
         }
         Observed::ConnectFailed => {
-            connect_failed(backend);
+            connect_failed(backend, pool);
             CONNECT
         }
     };
@@ -221,13 +221,22 @@ fn describe(run: u32) -> &'static str {
 }
 
 /// Counts a failed connect, and takes the backend out at the end of a run long enough.
-fn connect_failed(backend: &Backend) {
+fn connect_failed(backend: &Backend, pool: &[Arc<Backend>]) {
     let outlier = &backend.state.outlier;
     let run = outlier.connect_run.fetch_add(1, Ordering::Relaxed) + 1;
     if run < CONNECT_FAILURES_TO_EXCLUDE {
         return;
     }
     outlier.connect_run.store(0, Ordering::Relaxed);
+    // Never the last one the pool could send to (Envoy's panic threshold in small): taken out, a backend that is
+    // back a moment later would wait for its next check, and its clients would get 503 instead of its answers.
+    let others = pool
+        .iter()
+        .any(|other| !std::ptr::eq(&**other, backend) && other.is_eligible());
+    if !others {
+        tracing::debug!("{backend}: {run} consecutive connect failures, but the last eligible backend of its pool: kept in");
+        return;
+    }
     let reason = format!("{run} consecutive connect failures");
     if backend.state.take_out_until_checked(&reason) {
         tracing::warn!("{backend} taken out until its next passed health check: {reason}");

@@ -11,6 +11,10 @@ use crate::backend::Backend;
 use crate::balance::{self, Balance};
 use crate::config::{ClusterConfig, HashKey, HealthConfig, PassiveHealth};
 
+/// What a failed attempt or a 5xx answer counts as for latency-aware balancing (linkerd's default for a backend it
+/// knows nothing of).
+pub const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct Cluster {
     /// `""` for the default pool, else the `[pools.NAME]` name.
@@ -40,11 +44,22 @@ impl Cluster {
     }
 
     /// Records what an attempt on the backend at `index` came to: for its passive health, and for the balancer
-    /// (the time to an answer's head).
+    /// (the time to an answer's head). A failure is not a fast answer: a 5xx, or an attempt that failed, counts as
+    /// taking at least [`FAILURE_PENALTY`], so that latency-aware balancing does not favour a backend that errs
+    /// quickly (the review saw `peak_ewma` send two thirds of the requests to one answering 500 at once).
     #[inline]
     pub fn observe(&self, index: usize, observed: Observed) {
-        if let Observed::Answered { took, .. } = observed {
-            self.balancer.observe(index, took);
+        match observed {
+            Observed::Answered { took, status } if status < 500 => {
+                self.balancer.observe(index, took)
+            }
+            Observed::Answered { took, .. } => {
+                self.balancer.observe(index, took.max(FAILURE_PENALTY))
+            }
+            Observed::Failed | Observed::ConnectFailed => {
+                self.balancer.observe(index, FAILURE_PENALTY)
+            }
+            Observed::Connected => {}
         }
         outlier::observe(
             &self.backends[index],

@@ -5,7 +5,14 @@
 //! goes to the default pool (the top-level `backends`), or gets 404 when there is none. The host is the request's
 //! `Host` (or `:authority`), compared without its port and case-insensitively; the path is compared as bytes.
 //!
+//! The path is matched as nginx matches a location, not as sent: unreserved characters written as `%XX` decoded,
+//! repeated slashes merged and dot segments removed (RFC 3986 §5.2.4), so that `/static/../private`,
+//! `/static//private` or `/static/%70rivate` cannot reach what a `/private` or `/static/private` route guards through
+//! another pool (found by the review). The backend still gets the path as the client sent it.
+//!
 //! With no routes (the common case) nothing is looked at: every request goes to the default pool.
+
+use std::borrow::Cow;
 
 use crate::config::{HostMatch, RouteConfig};
 
@@ -13,6 +20,8 @@ use crate::config::{HostMatch, RouteConfig};
 #[derive(Debug, Default)]
 pub struct Routes {
     ordered: Vec<RouteConfig>,
+    /// Some route has a `path_prefix`: only then is the path normalized.
+    by_path: bool,
 }
 
 /// The cluster a request goes to when there are no routes, or no route takes it.
@@ -23,7 +32,8 @@ impl Routes {
         let mut ordered = routes.to_vec();
         // Stable: among equally specific routes, the file's order decides.
         ordered.sort_by_key(|route| std::cmp::Reverse(specificity(route)));
-        Routes { ordered }
+        let by_path = ordered.iter().any(|route| route.path_prefix.is_some());
+        Routes { ordered, by_path }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -34,6 +44,11 @@ impl Routes {
     /// takes it (the caller then uses the default pool, if it has backends).
     pub fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
         let host = host.map(without_port);
+        let normalized = match self.by_path {
+            true => normalized(path),
+            false => Cow::Borrowed(path),
+        };
+        let path = &*normalized;
         self.ordered
             .iter()
             .find(|route| {
@@ -68,6 +83,59 @@ fn specificity(route: &RouteConfig) -> (u8, usize, usize) {
     };
     let prefix = route.path_prefix.as_ref().map_or(0, String::len);
     (host.0, prefix, host.1)
+}
+
+/// `path` as routes compare it: unreserved `%XX` decoded, repeated slashes merged, `.` and `..` segments removed (a
+/// `..` above the root stays at the root). Borrowed when there is nothing to do (the common case).
+fn normalized(path: &[u8]) -> Cow<'_, [u8]> {
+    let plain = !path.contains(&b'%') && !path.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain {
+        return Cow::Borrowed(path);
+    }
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let byte = path[i];
+        let escaped = (byte == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match escaped {
+            Some(unreserved) => {
+                decoded.push(unreserved);
+                i += 3;
+            }
+            None => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let trailing = decoded.ends_with(b"/")
+        || decoded.ends_with(b"/.")
+        || decoded.ends_with(b"/..")
+        || decoded == b"."
+        || decoded == b"..";
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            segment => segments.push(segment),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    if trailing || out.is_empty() {
+        out.push(b'/');
+    }
+    Cow::Owned(out)
 }
 
 /// `example.com` of `example.com:8080`, `[::1]` of `[::1]:8080`; a trailing dot is dropped too (`example.com.`).
@@ -113,6 +181,39 @@ mod tests {
         assert_eq!(find("other.org", "/api/v1"), Some(1));
         assert_eq!(find("other.org", "/"), None);
         assert_eq!(routes.find(None, b"/api"), Some(1));
+    }
+
+    #[test]
+    fn paths_are_matched_normalized() {
+        let n = |path: &str| String::from_utf8(normalized(path.as_bytes()).into_owned()).unwrap();
+        assert_eq!(n("/static/x/../private/secret"), "/static/private/secret");
+        assert_eq!(n("/static//private/secret"), "/static/private/secret");
+        assert_eq!(n("/static/%70rivate/secret"), "/static/private/secret");
+        assert_eq!(n("/static/../private"), "/private");
+        assert_eq!(n("/../../etc"), "/etc");
+        assert_eq!(n("/a/./b/."), "/a/b/");
+        assert_eq!(
+            n("/a/%2F/b"),
+            "/a/%2F/b",
+            "an encoded slash is not a separator"
+        );
+        assert_eq!(n("/a%2"), "/a%2");
+        assert_eq!(n("/plain/path.html"), "/plain/path.html");
+        assert!(matches!(normalized(b"/plain/x.y"), Cow::Borrowed(_)));
+
+        let routes = Routes::new(&[
+            route(None, Some("/static/"), 1),
+            route(None, Some("/static/private/"), 0),
+        ]);
+        for sneaky in [
+            "/static/x/../private/secret",
+            "/static//private/secret",
+            "/static/%70rivate/secret",
+        ] {
+            assert_eq!(routes.find(None, sneaky.as_bytes()), Some(0), "{sneaky}");
+        }
+        assert_eq!(routes.find(None, b"/static/../private"), None);
+        assert_eq!(routes.find(None, b"/static/img.png"), Some(1));
     }
 
     #[test]

@@ -64,7 +64,8 @@ async fn a_backend_answering_500_is_ejected_after_five_and_comes_back() {
     let status = admin.backend(3).await;
     assert_eq!(status["ejected"], true, "{status}");
     assert_eq!(status["ejections"], 1, "{status}");
-    assert_eq!(status["state"], "up", "healthy, though ejected: {status}");
+    assert_eq!(status["state"], "ejected", "{status}");
+    assert_eq!(status["health"], "up", "healthy, though ejected: {status}");
     let (_, metrics) = admin.get("/metrics").await;
     assert!(
         metrics.contains("lb_backend_ejections_total{backend=\"3\"} 1"),

@@ -219,3 +219,44 @@ async fn a_pool_balances_and_checks_by_its_own_settings() {
         assert_eq!(as_user(&format!("user-{n}")).await, (200, Some(11)));
     }
 }
+
+/// Sends `GET path` with `Host: host` as written (no client library tidies it first); answers the backend that
+/// answered, if one did.
+async fn ask_raw(lb: &TestLb, host: &str, path: &str) -> Option<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(lb.addr())
+        .await
+        .expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    backend_of(body)
+}
+
+/// A path is routed as nginx matches a location: dot segments, repeated slashes and encoded unreserved characters
+/// cannot steer a request past a more specific prefix into another pool (found by the review).
+#[tokio::test]
+async fn a_path_is_routed_by_its_normalized_form() {
+    let site = site(true).await;
+    wait_every_pool(&site.lb).await;
+    for (path, ids) in [
+        ("/static/x/../images/logo.png", &[41][..]),
+        ("/static//images/logo.png", &[41]),
+        ("/static/%69mages/logo.png", &[41]),
+        ("/static/./images/logo.png", &[41]),
+        ("/static/../users", &[1, 2]),
+        ("/static/app.css", &[31]),
+    ] {
+        let id = ask_raw(&site.lb, "other.org", path).await;
+        assert!(
+            id.is_some_and(|id| ids.contains(&id)),
+            "{path}: answered by {id:?}, want {ids:?}"
+        );
+    }
+}
