@@ -15,6 +15,8 @@ pub enum Failure {
     NoBackend,
     /// No route takes the request, and there is no default pool (404).
     NoRoute,
+    /// Every backend that could take the request has `max_connections` requests in flight (503).
+    Full,
     /// This process is out of file descriptors, socket buffers or memory: nobody's fault but ours.
     LocalShortage,
     Refused,
@@ -65,6 +67,7 @@ impl Failure {
             self,
             Failure::NoBackend
                 | Failure::NoRoute
+                | Failure::Full
                 | Failure::LocalShortage
                 | Failure::ClientGone
                 | Failure::ClientBody
@@ -75,7 +78,9 @@ impl Failure {
     /// What the client is answered; 499 (nginx's "client closed request") is only ever logged.
     pub fn status(self) -> StatusCode {
         match self {
-            Failure::NoBackend | Failure::LocalShortage => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::NoBackend | Failure::Full | Failure::LocalShortage => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Failure::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::NoRoute => StatusCode::NOT_FOUND,
             Failure::ClientBody => StatusCode::BAD_REQUEST,
@@ -97,6 +102,7 @@ impl Failure {
         match self {
             Failure::NoBackend => "no healthy backend",
             Failure::NoRoute => "no route",
+            Failure::Full => "every backend at max_connections",
             Failure::LocalShortage => "out of local resources",
             Failure::Refused => "connection refused",
             Failure::ConnectTimeout => "connect timed out",

@@ -71,6 +71,11 @@ pub fn failure(request: &Request<'_>, error: &ProxyError) {
         tracing::debug!(%client, %method, target, status, "no route takes the request and there is no default pool");
         return;
     }
+    if failure == Failure::Full {
+        // `Tried::pick_next` said so already, once a second at most.
+        tracing::debug!(%client, %method, target, status, "every backend at max_connections");
+        return;
+    }
     if !failure.blames_backend()
         && failure != Failure::NoBackend
         && failure != Failure::LocalShortage

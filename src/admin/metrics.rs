@@ -107,6 +107,7 @@ struct BackendFigures {
     checks_passed: u64,
     checks_failed: u64,
     ejections: u64,
+    ejected: bool,
 }
 
 impl Figures {
@@ -131,6 +132,7 @@ impl Figures {
                     checks_passed: state.checks_passed.load(Ordering::Relaxed),
                     checks_failed: state.checks_failed.load(Ordering::Relaxed),
                     ejections: state.outlier.ejections(),
+                    ejected: backend.is_ejected(),
                 }
             })
             .collect();
@@ -204,11 +206,16 @@ impl Collector for Figures {
                 .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
 
-        let per_backend: [(&str, &str, Gauge); 3] = [
+        let per_backend: [(&str, &str, Gauge); 4] = [
             (
                 "lb_backend_up",
                 "1 while the backend's health checks say it is up",
                 |b| i64::from(b.up),
+            ),
+            (
+                "lb_backend_ejected",
+                "1 while passive health has the backend ejected (it takes no new requests, though up)",
+                |b| i64::from(b.ejected),
             ),
             (
                 "lb_backend_in_flight",

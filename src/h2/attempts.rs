@@ -64,7 +64,7 @@ pub(super) async fn attempts<'s>(
             None => {
                 let Some(index) = tried.pick_next() else {
                     return Err(last_failure
-                        .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, "")));
+                        .unwrap_or_else(|| ProxyError::new(tried.nothing_left(), None, "")));
                 };
                 (index, false)
             }

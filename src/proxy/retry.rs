@@ -87,7 +87,7 @@ pub async fn attempts<T: Transport>(
             None => {
                 let Some(index) = tried.pick_next() else {
                     let error = last_failure
-                        .unwrap_or_else(|| ProxyError::new(Failure::NoBackend, None, ""));
+                        .unwrap_or_else(|| ProxyError::new(tried.nothing_left(), None, ""));
                     return Outcome::Failed(error);
                 };
                 (index, false)
@@ -240,6 +240,8 @@ pub struct Tried<'s> {
     worker: usize,
     first: Option<usize>,
     more: Vec<usize>,
+    /// The last pick found nothing because every backend left was full.
+    full: bool,
 }
 
 impl<'s> Tried<'s> {
@@ -257,6 +259,15 @@ impl<'s> Tried<'s> {
             worker,
             first: None,
             more: Vec::new(),
+            full: false,
+        }
+    }
+
+    /// Why nothing is left to try: every backend left was full (`max_connections`), or none is eligible.
+    pub fn nothing_left(&self) -> Failure {
+        match self.full {
+            true => Failure::Full,
+            false => Failure::NoBackend,
         }
     }
 
@@ -325,6 +336,7 @@ impl<'s> Tried<'s> {
             eligible: &eligible,
         };
         let Some(index) = cluster.balancer.pick(&candidates) else {
+            self.full = full.get();
             if full.get() {
                 let key = log_limit::Key {
                     subject: Subject::Backends,
@@ -333,7 +345,7 @@ impl<'s> Tried<'s> {
                 };
                 if log_limit::first(key) {
                     tracing::warn!(
-                        "every available backend of {} is at its max_connections: answering 503",
+                        "every available backend of {} is at its max_connections: request refused",
                         cluster.describe()
                     );
                 }

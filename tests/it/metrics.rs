@@ -409,6 +409,7 @@ async fn the_exposition_names_every_metric_once_in_either_format() {
         "lb_request_duration_seconds_sum",
         "lb_request_duration_seconds_count",
         "lb_backend_up",
+        "lb_backend_ejected",
         "lb_backend_in_flight",
         "lb_health_checks_total",
         "lb_backend_ejections_total",

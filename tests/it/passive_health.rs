@@ -71,6 +71,10 @@ async fn a_backend_answering_500_is_ejected_after_five_and_comes_back() {
         metrics.contains("lb_backend_ejections_total{backend=\"3\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("lb_backend_ejected{backend=\"3\"} 1"),
+        "{metrics}"
+    );
 
     // Two seconds later it is back (and fails again: ejected for twice as long, as it did not live the first down).
     let back = format!("backend 3 {} back after ejection", bad.addr());
