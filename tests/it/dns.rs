@@ -176,3 +176,41 @@ async fn a_resolver_that_stops_answering_keeps_the_last_addresses() {
     assert_eq!(lb.answers(10).await, [2; 10]);
     assert_eq!(lb.count_logs("now resolves to"), 0);
 }
+
+/// Each name is looked up on its own: while the server leaves one name's questions unanswered (each lookup waits
+/// out its 5 s timeout), another name's move is applied as soon as its answer comes, before the hanging lookup
+/// even gives up (found by the review: every name waited for the slowest one).
+#[tokio::test]
+async fn a_name_that_hangs_delays_no_other_name() {
+    let dns = TestDns::start().await;
+    let (port, _pods) = pods(&[2, 3, 4]).await;
+    dns.set("slow.test", &[loopback(2)]);
+    dns.set("fast.test", &[loopback(3)]);
+    let lb = lb_with(
+        &dns,
+        json!([{"id": 1, "host": "slow.test", "port": port}, {"id": 2, "host": "fast.test", "port": port}]),
+    )
+    .await;
+    lb.wait_serving(&[2, 3]).await;
+
+    dns.silence_name("slow.test", true);
+    let asked = dns.questions();
+    wait_until("slow.test asked while silent", PATIENCE, async || {
+        dns.questions() > asked + 1
+    })
+    .await;
+    dns.set("fast.test", &[loopback(4)]);
+    let line = lb.wait_log("now resolves to", 2 * PATIENCE).await;
+    assert!(line.contains("fast.test"), "{line}");
+    assert_eq!(
+        lb.count_logs("cannot resolve slow.test"),
+        0,
+        "fast.test's move came only after slow.test's lookup timed out"
+    );
+    wait_until(
+        "answers from fast.test's new address",
+        PATIENCE,
+        async || served_by(&lb, 6).await.contains(&4),
+    )
+    .await;
+}

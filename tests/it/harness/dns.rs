@@ -21,6 +21,8 @@ struct Table {
     /// Lowercase names without the trailing dot, and their addresses.
     names: HashMap<String, Vec<IpAddr>>,
     silent: bool,
+    /// Names it does not answer for (lowercase, without the trailing dot).
+    silent_names: std::collections::HashSet<String>,
     questions: usize,
 }
 
@@ -62,6 +64,15 @@ impl TestDns {
         self.table.lock().unwrap().silent = silent;
     }
 
+    /// Stops answering questions about `name` (`true`), or answers them again.
+    pub fn silence_name(&self, name: &str, silent: bool) {
+        let mut table = self.table.lock().unwrap();
+        match silent {
+            true => table.silent_names.insert(name.to_ascii_lowercase()),
+            false => table.silent_names.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
     /// Questions asked so far (answered or not).
     pub fn questions(&self) -> usize {
         self.table.lock().unwrap().questions
@@ -96,7 +107,15 @@ async fn serve(socket: UdpSocket, table: Arc<Mutex<Table>>) {
 fn answer(question: &Message, table: &Mutex<Table>) -> Option<Message> {
     let mut table = table.lock().unwrap();
     table.questions += 1;
-    if table.silent {
+    let about_silent = question.queries.iter().any(|query| {
+        let name = query
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        table.silent_names.contains(&name)
+    });
+    if table.silent || about_silent {
         return None;
     }
     let mut answer = Message::response(question.metadata.id, question.metadata.op_code);
