@@ -20,7 +20,7 @@ use crate::backend::outlier::Observed;
 use crate::backend::BackendState;
 use crate::failure::Failure;
 use crate::log_limit::{self, Subject};
-use crate::proxy::{is_idempotent, ProxyError, Record, Tried};
+use crate::proxy::{is_idempotent, resent_elsewhere, ProxyError, Record, Tried};
 use crate::upstream::{Backend, Cluster, ConnectError, Snapshot};
 use crate::worker::Worker;
 
@@ -154,14 +154,7 @@ pub(super) async fn attempts<'s>(
                     tracing::debug!(backend = backend.id, %error, "kept-alive backend connection failed before answering, resending on a new one");
                     again_on_new = Some(index);
                 } else {
-                    let key = log_limit::Key {
-                        subject: Subject::Backend(backend.id),
-                        what: "requests resent elsewhere",
-                        reason: error.failure.as_str(),
-                    };
-                    if log_limit::first(key) {
-                        tracing::warn!("{error}: request resent to the next backend");
-                    }
+                    resent_elsewhere(backend.id, &error);
                     last_failure = Some(error);
                 }
             }

@@ -23,7 +23,7 @@ mod retry;
 mod tunnel;
 
 pub use outcome::{Outcome, ProxyError, Record};
-pub use retry::{is_idempotent, Tried};
+pub use retry::{is_idempotent, resent_elsewhere, Tried};
 
 use tokio::time::Instant;
 

@@ -193,14 +193,7 @@ pub async fn attempts<T: Transport>(
                     tracing::debug!(backend = backend.id, %error, "kept-alive backend connection failed before answering, resending on a new one");
                     again_on_new = Some(index);
                 } else {
-                    let key = log_limit::Key {
-                        subject: Subject::Backend(backend.id),
-                        what: "requests resent elsewhere",
-                        reason: error.failure.as_str(),
-                    };
-                    if log_limit::first(key) {
-                        tracing::warn!("{error}: request resent to the next backend");
-                    }
+                    resent_elsewhere(backend.id, &error);
                     last_failure = Some(error);
                 }
             }
@@ -219,6 +212,19 @@ pub async fn attempts<T: Transport>(
                 };
             }
         }
+    }
+}
+
+/// Says (at most once a second per backend and reason) that a request a backend failed is resent to the next one:
+/// what the fast path and the generic path both log.
+pub fn resent_elsewhere(backend: u64, error: &ProxyError) {
+    let key = log_limit::Key {
+        subject: Subject::Backend(backend),
+        what: "requests resent elsewhere",
+        reason: error.failure.as_str(),
+    };
+    if log_limit::first(key) {
+        tracing::warn!("{error}: request resent to the next backend");
     }
 }
 
